@@ -1,0 +1,76 @@
+//! The REST API: routes, request parsing and the one error type. The state machine and all
+//! SQL live in `orchestration-core`; handlers here translate HTTP to those calls and back.
+
+pub mod error;
+mod extract;
+mod routes;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use metrics_exporter_prometheus::PrometheusHandle;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+
+/// Default largest request body.
+pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub metrics: Option<PrometheusHandle>,
+    pub started: Instant,
+}
+
+pub fn router(state: AppState) -> Router {
+    routes::router()
+        .layer(middleware::from_fn(record_http_metrics))
+        .layer(DefaultBodyLimit::max(DEFAULT_BODY_LIMIT))
+        .with_state(state)
+}
+
+/// Records `http_server_request_duration_seconds` by route template, never by raw path, so
+/// that ids in URLs cannot blow up the number of series.
+async fn record_http_metrics(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let method = request.method().to_string();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    metrics::histogram!(
+        "http_server_request_duration_seconds",
+        "method" => method,
+        "route" => route,
+        "status" => response.status().as_u16().to_string()
+    )
+    .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Serves the API on `listener` until `shutdown` resolves, then drains in-flight requests.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+pub(crate) async fn metrics_text(State(state): State<AppState>) -> String {
+    state
+        .metrics
+        .as_ref()
+        .map(|h| h.render())
+        .unwrap_or_default()
+}
+
+pub(crate) const HEALTH_DB_TIMEOUT: Duration = Duration::from_secs(2);

@@ -1,0 +1,106 @@
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use clap::Parser;
+use orchestration_api::AppState;
+use orchestration_core::config::{DatabaseArgs, LogArgs, WorkerArgs};
+use orchestration_core::{db, telemetry, worker};
+use tokio::sync::watch;
+
+/// The orchestration REST API (and, with --embedded-workers, its workers in the same process).
+#[derive(Parser, Debug)]
+#[command(name = "orchestration-api", version)]
+struct Args {
+    /// Address the API listens on.
+    #[arg(long, env = "ORCH_LISTEN", default_value = "0.0.0.0:9002")]
+    listen: SocketAddr,
+    /// NATS server for event triggers (optional).
+    #[arg(long, env = "NATS_URL")]
+    nats_url: Option<String>,
+    /// Workers to run inside this process, so one command gives a working system.
+    #[arg(long, env = "ORCH_EMBEDDED_WORKERS", default_value_t = 0)]
+    embedded_workers: u32,
+    #[command(flatten)]
+    database: DatabaseArgs,
+    #[command(flatten)]
+    worker: WorkerArgs,
+    #[command(flatten)]
+    log: LogArgs,
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    telemetry::init_logging(args.log.log_format);
+    if let Err(e) = run(args).await {
+        tracing::error!(error = %e, "orchestration-api stopped");
+        eprintln!("orchestration-api: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let metrics = telemetry::init_metrics();
+    let pool = db::connect_and_migrate(
+        &args.database.database_url,
+        args.database.db_max_connections,
+        args.database.startup_timeout(),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("DATABASE_URL: {e}"))?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("ORCH_LISTEN {}: {e}", args.listen))?;
+    let addr = listener.local_addr()?;
+    if args.nats_url.is_some() {
+        tracing::warn!("NATS_URL is set but event triggers are not enabled in this build");
+    }
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut workers = Vec::new();
+    for i in 0..args.embedded_workers {
+        let pool = pool.clone();
+        let worker_args = args.worker.clone();
+        let mut rx = stop_rx.clone();
+        let name = worker::unique_name(&format!("embedded{i}"));
+        workers.push(tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            };
+            if let Err(e) = worker::run(pool, &worker_args, name, shutdown).await {
+                tracing::error!(error = %e, "embedded worker stopped");
+            }
+        }));
+    }
+
+    tracing::info!(addr = %addr, embedded_workers = args.embedded_workers, "listening");
+    let state = AppState {
+        pool,
+        metrics: Some(metrics),
+        started: Instant::now(),
+    };
+    let mut rx = stop_rx.clone();
+    let shutdown = async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let signals = tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        let _ = stop_tx.send(true);
+    });
+    orchestration_api::serve(listener, state, shutdown).await?;
+    for w in workers {
+        let _ = w.await;
+    }
+    signals.abort();
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

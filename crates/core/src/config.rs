@@ -1,0 +1,64 @@
+//! Settings shared by the binaries: each is a flag and an environment variable with a default
+//! that works on a developer machine. The binaries flatten these into their own parsers.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct DatabaseArgs {
+    /// PostgreSQL connection URL; the database is created if it does not exist.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/orchestration"
+    )]
+    pub database_url: String,
+    /// Largest number of connections this process opens.
+    #[arg(long, env = "ORCH_DB_MAX_CONNECTIONS", default_value_t = 20, value_parser = clap::value_parser!(u32).range(2..=1000))]
+    pub db_max_connections: u32,
+    /// How long start-up waits for an unreachable database before giving up.
+    #[arg(long, env = "ORCH_DB_STARTUP_TIMEOUT_SECONDS", default_value_t = 30)]
+    pub db_startup_timeout_seconds: u64,
+}
+
+impl DatabaseArgs {
+    pub fn startup_timeout(&self) -> Duration {
+        Duration::from_secs(self.db_startup_timeout_seconds)
+    }
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct WorkerArgs {
+    /// Directory that relative SCRIPT entrypoints resolve against.
+    #[arg(long, env = "ORCH_AGENTS_DIR", default_value = "agents")]
+    pub agents_dir: PathBuf,
+    /// Node attempts one worker runs at the same time.
+    #[arg(long, env = "ORCH_WORKER_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub worker_concurrency: u32,
+    /// Fallback poll for delayed jobs (retries with backoff); new jobs arrive by LISTEN/NOTIFY.
+    #[arg(long, env = "ORCH_POLL_INTERVAL_MS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub poll_interval_ms: u64,
+    /// Worker heartbeat; a worker silent for heartbeat × missed heartbeats is presumed dead
+    /// and its jobs go back to the queue.
+    #[arg(long, env = "ORCH_HEARTBEAT_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    pub heartbeat_ms: u64,
+    #[arg(long, env = "ORCH_MISSED_HEARTBEATS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=100))]
+    pub missed_heartbeats: u64,
+    /// Time in-flight attempts get to finish after SIGTERM.
+    #[arg(long, env = "ORCH_SHUTDOWN_GRACE_SECONDS", default_value_t = 30)]
+    pub shutdown_grace_seconds: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line, for log pipelines.
+    Json,
+    /// Human-readable lines, for development.
+    Pretty,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct LogArgs {
+    #[arg(long, env = "ORCH_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    pub log_format: LogFormat,
+}

@@ -1,0 +1,374 @@
+//! Runs one attempt of an agent: a SCRIPT as a child process fed one JSON document on stdin,
+//! or an HTTP agent as one POST. Every way an attempt can go wrong ends as an [`Outcome`],
+//! never as a panic or a hung worker.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::process::Command;
+
+use crate::domain::{AgentSnapshot, AgentType};
+
+/// Largest output an agent may return (stdout or HTTP body).
+pub const MAX_OUTPUT_BYTES: usize = 1024 * 1024;
+/// How much of stderr is kept for the error message.
+const STDERR_TAIL_BYTES: usize = 4096;
+/// Environment variables a SCRIPT agent inherits from the worker; everything else (database
+/// URLs, tokens) stays out of the child.
+pub const ENV_ALLOW_LIST: &[&str] = &[
+    "PATH",
+    "HOME",
+    "LANG",
+    "LC_ALL",
+    "TZ",
+    "TMPDIR",
+    "PYENV_ROOT",
+];
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Success {
+        output: Value,
+        exit_code: Option<i32>,
+    },
+    Failure {
+        error: String,
+        retryable: bool,
+        exit_code: Option<i32>,
+    },
+}
+
+impl Outcome {
+    fn fail(error: impl Into<String>, retryable: bool, exit_code: Option<i32>) -> Self {
+        Outcome::Failure {
+            error: error.into(),
+            retryable,
+            exit_code,
+        }
+    }
+}
+
+/// Everything the executor needs besides the agent: where relative entrypoints live, and
+/// variables that describe the run to the child.
+pub struct Invocation<'a> {
+    pub agent: &'a AgentSnapshot,
+    pub document: &'a Value,
+    pub timeout: Duration,
+    pub env: Vec<(String, String)>,
+}
+
+#[derive(Clone)]
+pub struct Executor {
+    agents_dir: PathBuf,
+    http: reqwest::Client,
+}
+
+impl Executor {
+    pub fn new(agents_dir: PathBuf) -> Self {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("HTTP client builds with static settings");
+        Self { agents_dir, http }
+    }
+
+    pub fn agents_dir(&self) -> &Path {
+        &self.agents_dir
+    }
+
+    pub async fn run(&self, inv: Invocation<'_>) -> Outcome {
+        match inv.agent.agent_type {
+            AgentType::Script => self.run_script(inv).await,
+            AgentType::Http => self.run_http(inv).await,
+        }
+    }
+
+    fn resolve(&self, entrypoint: &str) -> PathBuf {
+        let p = Path::new(entrypoint);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.agents_dir.join(p)
+        }
+    }
+
+    async fn run_script(&self, inv: Invocation<'_>) -> Outcome {
+        let Some(entrypoint) = inv.agent.entrypoint.as_deref() else {
+            return Outcome::fail("SCRIPT agent has no entrypoint", false, None);
+        };
+        let path = self.resolve(entrypoint);
+        let mut cmd = Command::new(&path);
+        cmd.args(&inv.agent.args)
+            .env_clear()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            // Own process group, so a timeout kills the agent's children too.
+            .process_group(0);
+        for key in ENV_ALLOW_LIST {
+            if let Ok(v) = std::env::var(key) {
+                cmd.env(key, v);
+            }
+        }
+        for (k, v) in &inv.env {
+            cmd.env(k, v);
+        }
+        // If the worker dies (even by SIGKILL), the kernel kills the agent rather than
+        // leaving an orphan that keeps working on a node someone else will re-run.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                return Outcome::fail(
+                    format!("cannot start agent {}: {e}", path.display()),
+                    false,
+                    None,
+                );
+            }
+        };
+        let pgid = child.id().map(|id| id as i32);
+        let kill_group = move || {
+            if let Some(pgid) = pgid {
+                unsafe {
+                    libc::killpg(pgid, libc::SIGKILL);
+                }
+            }
+        };
+
+        let input = serde_json::to_vec(inv.document).expect("JSON value serializes");
+        let mut stdin = child.stdin.take().expect("stdin is piped");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let stderr = child.stderr.take().expect("stderr is piped");
+
+        let work = async {
+            // An agent may exit without reading its input; that is its business, not an error.
+            let writer = async move {
+                let _ = stdin.write_all(&input).await;
+                let _ = stdin.shutdown().await;
+                drop(stdin);
+            };
+            let (_, out, err, status) = tokio::join!(
+                writer,
+                read_capped(stdout, MAX_OUTPUT_BYTES),
+                read_tail(stderr, STDERR_TAIL_BYTES),
+                child.wait()
+            );
+            (out, err, status)
+        };
+        let (out, err, status) = match tokio::time::timeout(inv.timeout, work).await {
+            Ok(r) => r,
+            Err(_) => {
+                kill_group();
+                return Outcome::fail(
+                    format!("agent timed out after {}s", inv.timeout.as_secs_f64()),
+                    true,
+                    None,
+                );
+            }
+        };
+        // The agent is gone; make sure nothing it started lingers in its group.
+        kill_group();
+
+        let status = match status {
+            Ok(s) => s,
+            Err(e) => return Outcome::fail(format!("waiting for agent failed: {e}"), true, None),
+        };
+        let exit_code = status.code();
+        let stderr_tail = String::from_utf8_lossy(&err).trim().to_string();
+        if !stderr_tail.is_empty() {
+            // What the agent said is part of the run's story (the console notifier speaks here).
+            tracing::info!(target: "agent", agent = %inv.agent.name, stderr = %stderr_tail, "agent stderr");
+        }
+        let with_stderr = |msg: String| {
+            if stderr_tail.is_empty() {
+                msg
+            } else {
+                format!("{msg}: {stderr_tail}")
+            }
+        };
+        let stdout = match out {
+            Ok(bytes) => bytes,
+            Err(ReadError::TooLarge) => {
+                return Outcome::fail(
+                    format!("agent output exceeds {MAX_OUTPUT_BYTES} bytes"),
+                    false,
+                    exit_code,
+                );
+            }
+            Err(ReadError::Io(e)) => {
+                return Outcome::fail(format!("reading agent output failed: {e}"), true, exit_code);
+            }
+        };
+        if !status.success() {
+            let msg = match exit_code {
+                Some(code) => format!("agent exited with code {code}"),
+                None => {
+                    use std::os::unix::process::ExitStatusExt;
+                    format!("agent killed by signal {}", status.signal().unwrap_or(0))
+                }
+            };
+            return Outcome::fail(with_stderr(msg), true, exit_code);
+        }
+        match serde_json::from_slice::<Value>(&stdout) {
+            Ok(output) => Outcome::Success { output, exit_code },
+            Err(e) => {
+                let preview: String = String::from_utf8_lossy(&stdout).chars().take(200).collect();
+                Outcome::fail(
+                    with_stderr(format!(
+                        "agent output is not JSON ({e}); output starts with {preview:?}"
+                    )),
+                    true,
+                    exit_code,
+                )
+            }
+        }
+    }
+
+    async fn run_http(&self, inv: Invocation<'_>) -> Outcome {
+        let Some(url) = inv.agent.url.as_deref() else {
+            return Outcome::fail("HTTP agent has no url", false, None);
+        };
+        let mut request = self.http.post(url).timeout(inv.timeout).json(inv.document);
+        for (k, v) in &inv.env {
+            if k == "TRACEPARENT" {
+                request = request.header("traceparent", v);
+            }
+        }
+        let response = match request.send().await {
+            Ok(r) => r,
+            Err(e) if e.is_timeout() => {
+                return Outcome::fail(
+                    format!("HTTP agent timed out after {}s", inv.timeout.as_secs_f64()),
+                    true,
+                    None,
+                );
+            }
+            Err(e) => return Outcome::fail(format!("HTTP agent request failed: {e}"), true, None),
+        };
+        let status = response.status();
+        let code = Some(status.as_u16() as i32);
+        let body = match read_body_capped(response, MAX_OUTPUT_BYTES).await {
+            Ok(b) => b,
+            Err(ReadError::TooLarge) => {
+                return Outcome::fail(
+                    format!("HTTP agent response exceeds {MAX_OUTPUT_BYTES} bytes"),
+                    false,
+                    code,
+                );
+            }
+            Err(ReadError::Io(e)) => {
+                return Outcome::fail(
+                    format!("reading HTTP agent response failed: {e}"),
+                    true,
+                    code,
+                );
+            }
+        };
+        let preview: String = String::from_utf8_lossy(&body).chars().take(300).collect();
+        if status.is_server_error() {
+            return Outcome::fail(
+                format!("HTTP agent answered {status}: {preview}"),
+                true,
+                code,
+            );
+        }
+        if !status.is_success() {
+            return Outcome::fail(
+                format!("HTTP agent answered {status}: {preview}"),
+                false,
+                code,
+            );
+        }
+        match serde_json::from_slice::<Value>(&body) {
+            Ok(output) => Outcome::Success {
+                output,
+                exit_code: code,
+            },
+            Err(e) => Outcome::fail(
+                format!("HTTP agent response is not JSON ({e}): {preview:?}"),
+                false,
+                code,
+            ),
+        }
+    }
+}
+
+#[derive(Debug)]
+enum ReadError {
+    TooLarge,
+    Io(std::io::Error),
+}
+
+/// Reads at most `cap` bytes; more is an error, and the rest is drained so the child never
+/// blocks on a full pipe.
+async fn read_capped(mut r: impl AsyncRead + Unpin, cap: usize) -> Result<Vec<u8>, ReadError> {
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut too_large = false;
+    loop {
+        match r.read(&mut chunk).await {
+            Ok(0) => break,
+            Ok(n) => {
+                if !too_large && buf.len() + n <= cap {
+                    buf.extend_from_slice(&chunk[..n]);
+                } else {
+                    too_large = true;
+                    buf = Vec::new();
+                }
+            }
+            Err(e) => return Err(ReadError::Io(e)),
+        }
+    }
+    if too_large {
+        Err(ReadError::TooLarge)
+    } else {
+        Ok(buf)
+    }
+}
+
+/// Keeps the last `keep` bytes of a stream.
+async fn read_tail(mut r: impl AsyncRead + Unpin, keep: usize) -> Vec<u8> {
+    let mut buf: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; 16 * 1024];
+    while let Ok(n) = r.read(&mut chunk).await {
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if buf.len() > keep * 2 {
+            buf.drain(..buf.len() - keep);
+        }
+    }
+    if buf.len() > keep {
+        buf.drain(..buf.len() - keep);
+    }
+    buf
+}
+
+async fn read_body_capped(
+    mut response: reqwest::Response,
+    cap: usize,
+) -> Result<Vec<u8>, ReadError> {
+    let mut buf = Vec::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(bytes)) => {
+                if buf.len() + bytes.len() > cap {
+                    return Err(ReadError::TooLarge);
+                }
+                buf.extend_from_slice(&bytes);
+            }
+            Ok(None) => return Ok(buf),
+            Err(e) => return Err(ReadError::Io(std::io::Error::other(e))),
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! The job queue, behind one small interface so it can be swapped: apalis 1.0 with
+//! apalis-postgres. A job names one attempt of one node; our own tables stay the source of truth,
+//! and a job that no longer matches them is a no-op (delivery is at least once).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use apalis::prelude::*;
+use apalis_postgres::{Config, PostgresStorage};
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::error::Result;
+
+/// The apalis queue (its `job_type`) that carries node attempts.
+pub const NODE_QUEUE: &str = "orchestration.node";
+
+/// One attempt of one node of one run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeJob {
+    pub run_id: Uuid,
+    pub node_id: String,
+    pub attempt: i32,
+}
+
+impl NodeJob {
+    /// Unique per attempt: the queue refuses a second job for the same attempt.
+    fn idempotency_key(&self) -> String {
+        format!("{}/{}/{}", self.run_id, self.node_id, self.attempt)
+    }
+}
+
+/// A job and the earliest time it may run (`None`: now).
+pub type Scheduled = (NodeJob, Option<SystemTime>);
+
+/// Creates the queue's schema (tables in schema `apalis`).
+pub async fn setup(pool: &PgPool) -> Result<()> {
+    PostgresStorage::setup(pool).await?;
+    Ok(())
+}
+
+/// Enqueues inside the caller's transaction, so a job exists exactly when the state change
+/// that made it ready commits.
+pub async fn enqueue(conn: &mut PgConnection, jobs: Vec<Scheduled>) -> Result<()> {
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    let tasks = jobs
+        .into_iter()
+        .map(|(job, at)| {
+            let key = job.idempotency_key();
+            let bytes = serde_json::to_vec(&job).expect("NodeJob serializes");
+            let mut builder = TaskBuilder::new(bytes)
+                .idempotency_key(key)
+                // Queue-level retries only cover infrastructure errors in the handler; the
+                // node's own retry policy lives in our tables.
+                .max_attempts(25);
+            if let Some(at) = at {
+                builder = builder.run_at_time(at);
+            }
+            builder.build()
+        })
+        .collect();
+    apalis_postgres::queries::push_tasks(conn, NODE_QUEUE, tasks).await?;
+    Ok(())
+}
+
+/// Handles one job. Returning an error asks the queue to deliver it again.
+pub trait JobHandler: Send + Sync + 'static {
+    fn handle(&self, job: NodeJob) -> BoxFuture<'_, Result<(), BoxDynError>>;
+}
+
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    /// Unique per process: the queue tracks liveness per worker name.
+    pub worker_name: String,
+    pub concurrency: usize,
+    /// Fallback poll for jobs whose run time lies in the future (retries with backoff);
+    /// new jobs wake the worker at once through LISTEN/NOTIFY.
+    pub poll_interval: Duration,
+    pub heartbeat: Duration,
+    pub missed_heartbeats: usize,
+    /// How long in-flight jobs may take to finish after shutdown starts.
+    pub shutdown_grace: Duration,
+}
+
+async fn run_job(job: NodeJob, handler: Data<Arc<dyn JobHandler>>) -> Result<(), BoxDynError> {
+    handler.handle(job).await
+}
+
+/// Consumes node jobs until `shutdown` resolves. The monitor restarts the worker after a
+/// database error instead of letting it stop for good.
+pub async fn consume(
+    pool: PgPool,
+    config: ConsumerConfig,
+    handler: Arc<dyn JobHandler>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), BoxDynError> {
+    let storage_config = Config::default()
+        .queue(NODE_QUEUE)
+        .batch_size(config.concurrency.max(1))
+        .heartbeat_interval(config.heartbeat)
+        .missed_heartbeats(config.missed_heartbeats)
+        .persist_results(true);
+    let cfg = config.clone();
+    let monitor = Monitor::new()
+        .should_restart(|ctx, err| {
+            tracing::warn!(worker = ctx.name(), error = %err, "queue worker stopped, restarting");
+            true
+        })
+        .shutdown_timeout(config.shutdown_grace)
+        .register(move |restarts| {
+            if restarts > 0 {
+                tracing::info!(restarts, "queue worker restarting");
+            }
+            let strategy = apalis_core_strategy(&pool, &cfg);
+            let storage = PostgresStorage::<NodeJob>::new(&pool)
+                .with_config(storage_config.clone())
+                .poll_with_strategy(strategy);
+            WorkerBuilder::new(cfg.worker_name.as_str())
+                .backend(storage)
+                .concurrency(cfg.concurrency.max(1))
+                .data(handler.clone())
+                .parallelize(tokio::spawn)
+                .build(run_job)
+        });
+    monitor
+        .run_with_signal(async move {
+            shutdown.await;
+            Ok(())
+        })
+        .await?;
+    Ok(())
+}
+
+fn apalis_core_strategy(pool: &PgPool, cfg: &ConsumerConfig) -> Strategy {
+    Strategy::new()
+        .stream(apalis_postgres::Pubsub::new(
+            pool.clone(),
+            NODE_QUEUE.to_string(),
+        ))
+        .interval(cfg.poll_interval)
+}

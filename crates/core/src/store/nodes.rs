@@ -1,0 +1,270 @@
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::types::Json;
+use sqlx::{PgConnection, PgExecutor, Row};
+use uuid::Uuid;
+
+use crate::error::Result;
+
+/// Moves a READY node to RUNNING for `attempt`, if and only if the node is still waiting for
+/// exactly that attempt and its run is still going. `None` means the job is stale (a
+/// redelivery, or the run was cancelled) and must do nothing.
+pub async fn node_claim(
+    db: impl PgExecutor<'_>,
+    run_id: Uuid,
+    node_id: &str,
+    attempt: i32,
+    worker: &str,
+    lease_seconds: i64,
+) -> Result<Option<DateTime<Utc>>> {
+    let ready_at: Option<Option<DateTime<Utc>>> = sqlx::query_scalar(
+        "UPDATE node_states n
+         SET status = 'RUNNING', attempts = $3, started_at = coalesce(n.started_at, now()),
+             locked_by = $4, lease_expires_at = now() + make_interval(secs => $5)
+         FROM workflow_runs r
+         WHERE n.run_id = $1 AND n.node_id = $2 AND n.status = 'READY' AND n.attempts = $3 - 1
+           AND r.id = n.run_id AND r.status IN ('PENDING', 'RUNNING')
+         RETURNING n.ready_at",
+    )
+    .bind(run_id)
+    .bind(node_id)
+    .bind(attempt)
+    .bind(worker)
+    .bind(lease_seconds as f64)
+    .fetch_optional(db)
+    .await?;
+    Ok(ready_at.map(|r| r.unwrap_or_else(Utc::now)))
+}
+
+/// Outputs of the COMPLETED nodes among `node_ids`, for rendering templates.
+pub async fn node_outputs(
+    db: impl PgExecutor<'_>,
+    run_id: Uuid,
+    node_ids: &[String],
+) -> Result<HashMap<String, Value>> {
+    if node_ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows = sqlx::query(
+        "SELECT node_id, output FROM node_states WHERE run_id = $1 AND node_id = ANY($2) AND status = 'COMPLETED'",
+    )
+    .bind(run_id)
+    .bind(node_ids)
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let output: Option<Json<Value>> = r.get("output");
+            (r.get("node_id"), output.map(|j| j.0).unwrap_or(Value::Null))
+        })
+        .collect())
+}
+
+pub struct NewAgentRun<'a> {
+    pub run_id: Uuid,
+    pub node_id: &'a str,
+    pub agent_id: Uuid,
+    pub action: &'a str,
+    pub attempt: i32,
+    pub input: Option<&'a Value>,
+    pub worker: &'a str,
+}
+
+/// Records the start of an attempt. A second insert for the same attempt is ignored.
+pub async fn agent_run_insert(db: impl PgExecutor<'_>, r: &NewAgentRun<'_>) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO agent_runs (id, run_id, node_id, agent_id, action, attempt, status, input, worker)
+         VALUES ($1, $2, $3, $4, $5, $6, 'RUNNING', $7, $8)
+         ON CONFLICT (run_id, node_id, attempt) DO NOTHING",
+    )
+    .bind(Uuid::now_v7())
+    .bind(r.run_id)
+    .bind(r.node_id)
+    .bind(r.agent_id)
+    .bind(r.action)
+    .bind(r.attempt)
+    .bind(r.input.map(Json))
+    .bind(r.worker)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub struct AgentRunResult<'a> {
+    pub run_id: Uuid,
+    pub node_id: &'a str,
+    pub attempt: i32,
+    pub success: bool,
+    pub output: Option<&'a Value>,
+    pub error: Option<&'a str>,
+    pub exit_code: Option<i32>,
+}
+
+/// Closes a RUNNING attempt. Returns false when the attempt was already closed by someone
+/// else (a rescuer, a cancel), in which case the caller's result is stale.
+pub async fn agent_run_finish_if_running(
+    db: impl PgExecutor<'_>,
+    r: &AgentRunResult<'_>,
+) -> Result<bool> {
+    let done = sqlx::query(
+        "UPDATE agent_runs
+         SET status = $4, output = $5, error = $6, exit_code = $7, finished_at = now(),
+             duration_ms = (extract(epoch FROM now() - started_at) * 1000)::bigint
+         WHERE run_id = $1 AND node_id = $2 AND attempt = $3 AND status = 'RUNNING'",
+    )
+    .bind(r.run_id)
+    .bind(r.node_id)
+    .bind(r.attempt)
+    .bind(if r.success { "COMPLETED" } else { "FAILED" })
+    .bind(r.output.map(Json))
+    .bind(r.error)
+    .bind(r.exit_code)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// RUNNING → COMPLETED for the attempt the caller holds.
+pub async fn node_complete_if_running(
+    db: impl PgExecutor<'_>,
+    run_id: Uuid,
+    node_id: &str,
+    attempt: i32,
+    output: &Value,
+) -> Result<bool> {
+    let done = sqlx::query(
+        "UPDATE node_states SET status = 'COMPLETED', output = $4, error = NULL, finished_at = now(),
+                locked_by = NULL, lease_expires_at = NULL
+         WHERE run_id = $1 AND node_id = $2 AND status = 'RUNNING' AND attempts = $3",
+    )
+    .bind(run_id)
+    .bind(node_id)
+    .bind(attempt)
+    .bind(Json(output))
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// RUNNING → READY for a later attempt, keeping the last error visible meanwhile.
+pub async fn node_retry_if_running(
+    db: impl PgExecutor<'_>,
+    run_id: Uuid,
+    node_id: &str,
+    attempt: i32,
+    ready_at: DateTime<Utc>,
+    error: &str,
+) -> Result<bool> {
+    let done = sqlx::query(
+        "UPDATE node_states SET status = 'READY', ready_at = $4, error = $5, locked_by = NULL, lease_expires_at = NULL
+         WHERE run_id = $1 AND node_id = $2 AND status = 'RUNNING' AND attempts = $3",
+    )
+    .bind(run_id)
+    .bind(node_id)
+    .bind(attempt)
+    .bind(ready_at)
+    .bind(error)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// RUNNING → FAILED for good.
+pub async fn node_fail_if_running(
+    db: impl PgExecutor<'_>,
+    run_id: Uuid,
+    node_id: &str,
+    attempt: i32,
+    error: &str,
+) -> Result<bool> {
+    let done = sqlx::query(
+        "UPDATE node_states SET status = 'FAILED', error = $4, finished_at = now(), locked_by = NULL, lease_expires_at = NULL
+         WHERE run_id = $1 AND node_id = $2 AND status = 'RUNNING' AND attempts = $3",
+    )
+    .bind(run_id)
+    .bind(node_id)
+    .bind(attempt)
+    .bind(error)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Counts one more completed dependency for each of `dependents`; returns those that became
+/// READY by it. The row lock serializes two parents finishing at once, so exactly one of them
+/// sees the count reach zero.
+pub async fn node_release_dependents(
+    db: impl PgExecutor<'_>,
+    run_id: Uuid,
+    dependents: &[String],
+) -> Result<Vec<String>> {
+    if dependents.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ready: Vec<String> = sqlx::query_scalar(
+        "WITH released AS (
+             UPDATE node_states
+             SET pending_deps = pending_deps - 1,
+                 status = CASE WHEN pending_deps = 1 AND status = 'PENDING' THEN 'READY' ELSE status END,
+                 ready_at = CASE WHEN pending_deps = 1 AND status = 'PENDING' THEN now() ELSE ready_at END
+             WHERE run_id = $1 AND node_id = ANY($2) AND pending_deps > 0
+             RETURNING node_id, status, pending_deps)
+         SELECT node_id FROM released WHERE status = 'READY' AND pending_deps = 0",
+    )
+    .bind(run_id)
+    .bind(dependents)
+    .fetch_all(db)
+    .await?;
+    Ok(ready)
+}
+
+/// PENDING/READY → SKIPPED for nodes that can no longer run because `cause` failed.
+pub async fn node_skip_many(
+    db: impl PgExecutor<'_>,
+    run_id: Uuid,
+    node_ids: &[String],
+    cause: &str,
+) -> Result<u64> {
+    if node_ids.is_empty() {
+        return Ok(0);
+    }
+    let done = sqlx::query(
+        "UPDATE node_states SET status = 'SKIPPED', error = $3, finished_at = now()
+         WHERE run_id = $1 AND node_id = ANY($2) AND status IN ('PENDING', 'READY')",
+    )
+    .bind(run_id)
+    .bind(node_ids)
+    .bind(cause)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// How a run stands: nodes that may still make progress, and the first node failure if any.
+pub struct RunProgress {
+    pub open: i64,
+    pub first_failure: Option<(String, String)>,
+}
+
+pub async fn node_progress(conn: &mut PgConnection, run_id: Uuid) -> Result<RunProgress> {
+    let open: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM node_states WHERE run_id = $1 AND status IN ('PENDING', 'READY', 'RUNNING', 'WAITING_APPROVAL')",
+    )
+    .bind(run_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    let failure = sqlx::query(
+        "SELECT node_id, coalesce(error, 'failed') AS error FROM node_states
+         WHERE run_id = $1 AND status = 'FAILED' ORDER BY finished_at, node_id LIMIT 1",
+    )
+    .bind(run_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(RunProgress {
+        open,
+        first_failure: failure.map(|r| (r.get("node_id"), r.get("error"))),
+    })
+}

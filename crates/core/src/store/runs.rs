@@ -1,0 +1,246 @@
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::postgres::PgRow;
+use sqlx::types::Json;
+use sqlx::{PgConnection, PgExecutor, Row};
+use uuid::Uuid;
+
+use crate::domain::{
+    AgentRun, AgentRunStatus, NodeState, NodeStatus, RunDetail, RunPlan, RunStatus, RunSummary,
+};
+use crate::error::{Error, Result};
+
+const COLUMNS: &str = "id, workflow_id, workflow_name, workflow_version, trigger, status, context, error, created_at, started_at, finished_at";
+
+fn from_row(row: &PgRow) -> Result<RunSummary> {
+    let status: String = row.get("status");
+    Ok(RunSummary {
+        id: row.get("id"),
+        workflow_id: row.get("workflow_id"),
+        workflow_name: row.get("workflow_name"),
+        workflow_version: row.get("workflow_version"),
+        trigger: row.get("trigger"),
+        status: super::decode(RunStatus::parse(&status), "run status", &status)?,
+        context: row.get::<Json<Value>, _>("context").0,
+        error: row.get("error"),
+        created_at: row.get("created_at"),
+        started_at: row.get("started_at"),
+        finished_at: row.get("finished_at"),
+    })
+}
+
+pub struct NewRun<'a> {
+    pub id: Uuid,
+    pub project_id: i64,
+    pub workflow_id: Uuid,
+    pub workflow_version: i32,
+    pub workflow_name: &'a str,
+    pub plan: &'a RunPlan,
+    pub trigger: &'a str,
+    pub context: &'a Value,
+}
+
+/// Inserts a run that starts now, with a node state per planned node: roots READY, the rest
+/// PENDING on their dependencies.
+pub async fn run_insert(conn: &mut PgConnection, run: &NewRun<'_>) -> Result<RunSummary> {
+    let sql = format!(
+        "INSERT INTO workflow_runs (id, project_id, workflow_id, workflow_version, workflow_name, definition, trigger, status, context, started_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 'RUNNING', $8, now()) RETURNING {COLUMNS}"
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(run.id)
+        .bind(run.project_id)
+        .bind(run.workflow_id)
+        .bind(run.workflow_version)
+        .bind(run.workflow_name)
+        .bind(Json(run.plan))
+        .bind(run.trigger)
+        .bind(Json(run.context))
+        .fetch_one(&mut *conn)
+        .await?;
+    let summary = from_row(&row)?;
+
+    let mut ids = Vec::with_capacity(run.plan.nodes.len());
+    let mut pending = Vec::with_capacity(run.plan.nodes.len());
+    for node in run.plan.nodes.values() {
+        ids.push(node.id.as_str());
+        pending.push(node.depends_on.len() as i32);
+    }
+    sqlx::query(
+        "INSERT INTO node_states (run_id, node_id, status, pending_deps, ready_at)
+         SELECT $1, id, CASE WHEN deps = 0 THEN 'READY' ELSE 'PENDING' END, deps,
+                CASE WHEN deps = 0 THEN now() END
+         FROM unnest($2::text[], $3::int[]) AS t(id, deps)",
+    )
+    .bind(run.id)
+    .bind(&ids)
+    .bind(&pending)
+    .execute(&mut *conn)
+    .await?;
+    Ok(summary)
+}
+
+pub async fn run_get(db: &mut PgConnection, project_id: i64, run_id: Uuid) -> Result<RunDetail> {
+    let sql = format!("SELECT {COLUMNS} FROM workflow_runs WHERE project_id = $1 AND id = $2");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(project_id)
+        .bind(run_id)
+        .fetch_optional(&mut *db)
+        .await?;
+    let Some(row) = row else {
+        return Err(Error::NotFound("run"));
+    };
+    let run = from_row(&row)?;
+    let nodes = sqlx::query(
+        "SELECT node_id, status, attempts, output, error, started_at, finished_at
+         FROM node_states WHERE run_id = $1 ORDER BY ready_at NULLS LAST, node_id",
+    )
+    .bind(run_id)
+    .fetch_all(&mut *db)
+    .await?
+    .iter()
+    .map(|r| {
+        let status: String = r.get("status");
+        Ok(NodeState {
+            node_id: r.get("node_id"),
+            status: super::decode(NodeStatus::parse(&status), "node status", &status)?,
+            attempts: r.get("attempts"),
+            output: r.get::<Option<Json<Value>>, _>("output").map(|j| j.0),
+            error: r.get("error"),
+            started_at: r.get("started_at"),
+            finished_at: r.get("finished_at"),
+        })
+    })
+    .collect::<Result<Vec<_>>>()?;
+    let agent_runs = sqlx::query(
+        "SELECT id, node_id, agent_id, action, attempt, status, input, output, error, exit_code, worker,
+                started_at, finished_at, duration_ms
+         FROM agent_runs WHERE run_id = $1 ORDER BY started_at, node_id, attempt",
+    )
+    .bind(run_id)
+    .fetch_all(&mut *db)
+    .await?
+    .iter()
+    .map(|r| {
+        let status: String = r.get("status");
+        Ok(AgentRun {
+            id: r.get("id"),
+            node_id: r.get("node_id"),
+            agent_id: r.get("agent_id"),
+            action: r.get("action"),
+            attempt: r.get("attempt"),
+            status: super::decode(AgentRunStatus::parse(&status), "agent run status", &status)?,
+            input: r.get::<Option<Json<Value>>, _>("input").map(|j| j.0),
+            output: r.get::<Option<Json<Value>>, _>("output").map(|j| j.0),
+            error: r.get("error"),
+            exit_code: r.get("exit_code"),
+            worker: r.get("worker"),
+            started_at: r.get("started_at"),
+            finished_at: r.get("finished_at"),
+            duration_ms: r.get("duration_ms"),
+        })
+    })
+    .collect::<Result<Vec<_>>>()?;
+    Ok(RunDetail {
+        run,
+        nodes,
+        agent_runs,
+    })
+}
+
+pub async fn run_list(
+    db: impl PgExecutor<'_>,
+    project_id: i64,
+    workflow_id: Uuid,
+    status: Option<RunStatus>,
+    limit: i64,
+) -> Result<Vec<RunSummary>> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM workflow_runs
+         WHERE project_id = $1 AND workflow_id = $2 AND ($3::text IS NULL OR status = $3)
+         ORDER BY created_at DESC, id DESC LIMIT $4"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(project_id)
+        .bind(workflow_id)
+        .bind(status.map(|s| s.as_str()))
+        .bind(limit)
+        .fetch_all(db)
+        .await?;
+    rows.iter().map(from_row).collect()
+}
+
+/// Locks a run for a state change and returns its status. Every transaction that may finish
+/// a run takes this lock first, so two nodes finishing at once cannot both miss that the run
+/// is done.
+pub async fn run_lock(conn: &mut PgConnection, run_id: Uuid) -> Result<Option<RunStatus>> {
+    let status: Option<String> =
+        sqlx::query_scalar("SELECT status FROM workflow_runs WHERE id = $1 FOR UPDATE")
+            .bind(run_id)
+            .fetch_optional(conn)
+            .await?;
+    status
+        .map(|s| super::decode(RunStatus::parse(&s), "run status", &s))
+        .transpose()
+}
+
+/// The run-level facts a worker needs to execute one node.
+pub struct RunForNode {
+    pub workflow_id: Uuid,
+    pub status: RunStatus,
+    pub context: Value,
+    pub node: Option<crate::domain::PlannedNode>,
+}
+
+pub async fn run_get_for_node(
+    db: impl PgExecutor<'_>,
+    run_id: Uuid,
+    node_id: &str,
+) -> Result<Option<RunForNode>> {
+    let row = sqlx::query(
+        "SELECT workflow_id, status, context, definition->'nodes'->$2 AS node FROM workflow_runs WHERE id = $1",
+    )
+    .bind(run_id)
+    .bind(node_id)
+    .fetch_optional(db)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let status: String = row.get("status");
+    Ok(Some(RunForNode {
+        workflow_id: row.get("workflow_id"),
+        status: super::decode(RunStatus::parse(&status), "run status", &status)?,
+        context: row.get::<Json<Value>, _>("context").0,
+        node: row
+            .get::<Option<Json<crate::domain::PlannedNode>>, _>("node")
+            .map(|j| j.0),
+    }))
+}
+
+pub async fn run_plan(db: impl PgExecutor<'_>, run_id: Uuid) -> Result<RunPlan> {
+    let plan: Json<RunPlan> =
+        sqlx::query_scalar("SELECT definition FROM workflow_runs WHERE id = $1")
+            .bind(run_id)
+            .fetch_one(db)
+            .await?;
+    Ok(plan.0)
+}
+
+/// Ends a run that is not terminal yet; returns whether it did.
+pub async fn run_finish(
+    conn: &mut PgConnection,
+    run_id: Uuid,
+    status: RunStatus,
+    error: Option<&str>,
+) -> Result<Option<(DateTime<Utc>, DateTime<Utc>)>> {
+    let row = sqlx::query(
+        "UPDATE workflow_runs SET status = $2, error = $3, finished_at = now()
+         WHERE id = $1 AND status NOT IN ('COMPLETED', 'FAILED', 'CANCELLED')
+         RETURNING coalesce(started_at, created_at) AS started_at, finished_at",
+    )
+    .bind(run_id)
+    .bind(status.as_str())
+    .bind(error)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(|r| (r.get("started_at"), r.get("finished_at"))))
+}

@@ -1,0 +1,424 @@
+//! Test harness: starts the real `orchestration-api` and `orchestration-worker` binaries on
+//! port 0 against a database of their own, and offers helpers that read like the scenario a
+//! test checks. The database is dropped when the [`TestApp`] goes away.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, Once};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+pub use reqwest;
+pub use serde_json;
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+pub fn agents_dir() -> PathBuf {
+    repo_root().join("agents")
+}
+
+pub fn fixtures_dir() -> PathBuf {
+    repo_root().join("tests").join("fixtures")
+}
+
+/// Server holding the test databases; `ORCH_TEST_PG` overrides.
+fn pg_base() -> String {
+    std::env::var("ORCH_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+static BUILD: Once = Once::new();
+
+/// Directory of the binaries, built on first use so a plain `cargo nextest run` never tests
+/// stale binaries.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test-binary>
+    let dir = exe
+        .parent()
+        .and_then(|p| p.parent())
+        .expect("target profile dir")
+        .to_path_buf();
+    BUILD.call_once(|| {
+        if std::env::var_os("ORCH_TEST_SKIP_BUILD").is_some() {
+            return;
+        }
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| env!("CARGO").to_string());
+        let mut cmd = Command::new(cargo);
+        cmd.current_dir(repo_root()).args([
+            "build",
+            "--quiet",
+            "-p",
+            "orchestration-api",
+            "-p",
+            "orchestration-worker",
+        ]);
+        if dir.file_name().and_then(|n| n.to_str()) == Some("release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("cargo build runs");
+        assert!(status.success(), "building the binaries failed");
+    });
+    dir
+}
+
+/// A child process whose output is kept for the failure report, killed when dropped.
+pub struct Proc {
+    pub name: String,
+    child: Child,
+    pub logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, mut cmd: Command) -> Proc {
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(Stdio::null());
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let logs = logs.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    logs.lock().unwrap().push(line);
+                }
+            });
+        }
+        Proc {
+            name: name.to_string(),
+            child,
+            logs,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for a JSON log line whose `message` is `message`, and returns it.
+    pub fn wait_for_log(&mut self, message: &str, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(v) = self
+                .logs
+                .lock()
+                .unwrap()
+                .iter()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .find(|v| v["message"] == message)
+            {
+                return v;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "{} exited ({status}) before logging {message:?}:\n{}",
+                    self.name,
+                    self.dump()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not log {message:?} in time:\n{}",
+                self.name,
+                self.dump()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn dump(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends `signal` and waits up to `timeout` for the exit status.
+    pub fn signal_and_wait(
+        &mut self,
+        signal: i32,
+        timeout: Duration,
+    ) -> Option<std::process::ExitStatus> {
+        unsafe {
+            libc_kill(self.child.id() as i32, signal);
+        }
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub db_name: String,
+    pub database_url: String,
+    pub api: Proc,
+    pub workers: Vec<Proc>,
+}
+
+impl TestApp {
+    /// API plus `workers` separate worker processes on a fresh database.
+    pub async fn spawn(workers: usize) -> TestApp {
+        Self::spawn_with(workers, &[]).await
+    }
+
+    /// Like [`TestApp::spawn`], with extra environment for every process.
+    pub async fn spawn_with(workers: usize, env: &[(&str, &str)]) -> TestApp {
+        let bin = bin_dir();
+        let db_name = format!("orch_test_{}", uuid::Uuid::new_v4().simple());
+        let database_url = format!("{}/{}", pg_base(), db_name);
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let common = |cmd: &mut Command| {
+            cmd.env("DATABASE_URL", &database_url)
+                .env("ORCH_DB_MAX_CONNECTIONS", "10")
+                .env("ORCH_LOG_FORMAT", "json")
+                .env("ORCH_AGENTS_DIR", agents_dir())
+                .env("ORCH_POLL_INTERVAL_MS", "100")
+                .env("RUST_LOG", "info")
+                .current_dir(repo_root());
+            for (k, v) in &env {
+                cmd.env(k, v);
+            }
+        };
+        let mut api_cmd = Command::new(bin.join("orchestration-api"));
+        common(&mut api_cmd);
+        api_cmd.env("ORCH_LISTEN", "127.0.0.1:0");
+        // Start everything at once: migrations must be safe to run concurrently.
+        let mut api = Proc::spawn("api", api_cmd);
+        let mut procs = Vec::new();
+        for i in 0..workers {
+            procs.push(Self::worker_proc(&bin, i, &common));
+        }
+        let line = api.wait_for_log("listening", Duration::from_secs(60));
+        let addr = line["addr"]
+            .as_str()
+            .expect("listening line has addr")
+            .to_string();
+        for w in &mut procs {
+            w.wait_for_log("worker started", Duration::from_secs(60));
+        }
+        TestApp {
+            base: format!("http://{addr}"),
+            client: reqwest::Client::new(),
+            db_name,
+            database_url,
+            api,
+            workers: procs,
+        }
+    }
+
+    fn worker_proc(bin: &Path, i: usize, common: &dyn Fn(&mut Command)) -> Proc {
+        let mut cmd = Command::new(bin.join("orchestration-worker"));
+        common(&mut cmd);
+        cmd.env("ORCH_METRICS_LISTEN", "127.0.0.1:0");
+        Proc::spawn(&format!("worker-{i}"), cmd)
+    }
+
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .client
+            .request(method, format!("{}{}", self.base, path));
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.expect("request is sent");
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text)
+                .unwrap_or_else(|_| panic!("{path} answered non-JSON ({status}): {text}"))
+        };
+        (status, value)
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.request(reqwest::Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.request(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    /// Registers a SCRIPT agent offering `actions`; returns its id.
+    pub async fn create_agent(
+        &self,
+        name: &str,
+        entrypoint: &str,
+        actions: &[&str],
+        extra: Value,
+    ) -> String {
+        let mut body = json!({
+            "name": name,
+            "type": "SCRIPT",
+            "entrypoint": entrypoint,
+            "capabilities": actions.iter().map(|a| json!({"name": a})).collect::<Vec<_>>(),
+        });
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            for (k, v) in e {
+                b.insert(k.clone(), v.clone());
+            }
+        }
+        let (status, agent) = self.post("/api/agents", body).await;
+        assert_eq!(
+            status,
+            StatusCode::CREATED,
+            "creating agent {name}: {agent}"
+        );
+        agent["id"].as_str().unwrap().to_string()
+    }
+
+    pub async fn create_workflow(&self, body: Value) -> String {
+        let (status, wf) = self.post("/api/workflows", body.clone()).await;
+        assert_eq!(
+            status,
+            StatusCode::CREATED,
+            "creating workflow {body}: {wf}"
+        );
+        wf["id"].as_str().unwrap().to_string()
+    }
+
+    pub async fn trigger(&self, workflow_id: &str, context: Value) -> String {
+        let (status, run) = self
+            .post(
+                &format!("/api/workflows/{workflow_id}/trigger"),
+                json!({ "context": context }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "trigger: {run}");
+        run["runId"].as_str().unwrap().to_string()
+    }
+
+    pub async fn run(&self, run_id: &str) -> Value {
+        let (status, run) = self.get(&format!("/api/runs/{run_id}")).await;
+        assert_eq!(status, StatusCode::OK, "get run: {run}");
+        run
+    }
+
+    /// Polls the run until it is COMPLETED, FAILED or CANCELLED.
+    pub async fn wait_for_run(&self, run_id: &str, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let run = self.run(run_id).await;
+            if matches!(
+                run["status"].as_str(),
+                Some("COMPLETED" | "FAILED" | "CANCELLED")
+            ) {
+                return run;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "run {run_id} did not finish in {timeout:?}: {run:#}\n{}",
+                    self.dump_logs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn dump_logs(&self) -> String {
+        let mut out = format!("--- api ---\n{}\n", self.api.dump());
+        for w in &self.workers {
+            out.push_str(&format!("--- {} ---\n{}\n", w.name, w.dump()));
+        }
+        out
+    }
+
+    /// A connection to this app's database, for assertions the API does not expose.
+    pub async fn db(&self) -> sqlx::PgConnection {
+        use sqlx::Connection;
+        sqlx::PgConnection::connect(&self.database_url)
+            .await
+            .expect("connect to test database")
+    }
+}
+
+/// The node entry of a run by id.
+pub fn node<'a>(run: &'a Value, node_id: &str) -> &'a Value {
+    run["nodes"]
+        .as_array()
+        .and_then(|nodes| nodes.iter().find(|n| n["nodeId"] == node_id))
+        .unwrap_or_else(|| panic!("run has no node {node_id}: {run:#}"))
+}
+
+/// The agent runs of one node, in attempt order.
+pub fn agent_runs<'a>(run: &'a Value, node_id: &str) -> Vec<&'a Value> {
+    let mut runs: Vec<&Value> = run["agentRuns"]
+        .as_array()
+        .map(|a| a.iter().filter(|r| r["nodeId"] == node_id).collect())
+        .unwrap_or_default();
+    runs.sort_by_key(|r| r["attempt"].as_i64());
+    runs
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if std::thread::panicking() || std::env::var_os("TEST_LOG").is_some() {
+            eprintln!("{}", self.dump_logs());
+        }
+        self.api.kill();
+        for w in &mut self.workers {
+            w.kill();
+        }
+        let admin = format!("{}/postgres", pg_base());
+        let db = self.db_name.clone();
+        // Drop runs outside any runtime guarantee; use a private one on a plain thread.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                use sqlx::Connection;
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
+                    let sql = format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)");
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .execute(&mut conn)
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}

@@ -1,0 +1,504 @@
+//! End-to-end: the API and two worker processes on a fresh database, driven over HTTP as a
+//! user would.
+
+use std::time::Duration;
+
+use orchestration_e2e::reqwest::StatusCode;
+use orchestration_e2e::serde_json::{Value, json};
+use orchestration_e2e::{TestApp, agent_runs, fixtures_dir, node};
+
+const RUN_TIMEOUT: Duration = Duration::from_secs(60);
+
+async fn echo_agent(app: &TestApp) -> String {
+    app.create_agent("echo", "testing/echo", &["echo", "join"], json!({}))
+        .await
+}
+
+/// Registers the two agents of the reference scenario and the scan-and-notify workflow.
+async fn scan_and_notify(app: &TestApp, notify_inputs: Value) -> String {
+    let scanner = app
+        .create_agent(
+            "security-scanner",
+            "security-scanner",
+            &["scan"],
+            json!({"timeoutSeconds": 60}),
+        )
+        .await;
+    let notifier = app
+        .create_agent("notifier", "notifier", &["send"], json!({}))
+        .await;
+    app.create_workflow(json!({
+        "name": "scan-and-notify",
+        "trigger": {"type": "manual"},
+        "nodes": [
+            {"id": "scan-node", "agentId": scanner, "action": "scan",
+             "inputsJson": {"repositoryPath": "{{ context.repositoryPath }}"}},
+            {"id": "notify-node", "agentId": notifier, "action": "send", "dependsOn": ["scan-node"],
+             "inputsJson": notify_inputs}
+        ]
+    }))
+    .await
+}
+
+fn expected_findings() -> i64 {
+    let text =
+        std::fs::read_to_string(fixtures_dir().join("vulnerable-repo.expected.json")).unwrap();
+    let v: Value = orchestration_e2e::serde_json::from_str(&text).unwrap();
+    v["total"].as_i64().unwrap()
+}
+
+fn vulnerable_repo() -> String {
+    fixtures_dir().join("vulnerable-repo").display().to_string()
+}
+
+#[tokio::test]
+async fn single_node_workflow_completes_with_its_output() {
+    let app = TestApp::spawn(2).await;
+    let echo = echo_agent(&app).await;
+    let wf = app
+        .create_workflow(json!({
+            "name": "one-step",
+            "nodes": [{"id": "only", "agentId": echo, "action": "echo",
+                       "inputsJson": {"greeting": "hello {{ context.who }}", "n": "{{ context.n }}"}}]
+        }))
+        .await;
+    let run_id = app.trigger(&wf, json!({"who": "world", "n": 42})).await;
+    let run = app.wait_for_run(&run_id, RUN_TIMEOUT).await;
+
+    assert_eq!(run["status"], "COMPLETED", "{run:#}");
+    assert!(run["finishedAt"].is_string());
+    assert_eq!(run["trigger"], "manual");
+    let only = node(&run, "only");
+    assert_eq!(only["status"], "COMPLETED");
+    assert_eq!(only["attempts"], 1);
+    assert_eq!(
+        only["output"]["inputs"],
+        json!({"greeting": "hello world", "n": 42})
+    );
+    assert_eq!(only["output"]["attempt"], 1);
+    let attempts = agent_runs(&run, "only");
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0]["status"], "COMPLETED");
+    assert_eq!(attempts[0]["exitCode"], 0);
+    assert_eq!(
+        attempts[0]["input"],
+        json!({"greeting": "hello world", "n": 42})
+    );
+    assert!(attempts[0]["durationMs"].as_i64().unwrap() >= 0);
+
+    // The run shows up in the workflow's history, newest first, and under the workflow path.
+    let (status, list) = app
+        .get(&format!(
+            "/api/workflows/{wf}/runs?status=COMPLETED&limit=5"
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list["items"][0]["id"], run_id.as_str());
+    let (status, same) = app.get(&format!("/api/workflows/{wf}/runs/{run_id}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(same["id"], run_id.as_str());
+}
+
+#[tokio::test]
+async fn scan_and_notify_renders_the_real_finding_count() {
+    let app = TestApp::spawn(2).await;
+    let wf = scan_and_notify(
+        &app,
+        json!({"channel": "console",
+               "message": "Security scan complete: {{ nodes.scan-node.output.summary.total }} findings",
+               "findings": "{{ nodes.scan-node.output.summary.total }}"}),
+    )
+    .await;
+    let run_id = app
+        .trigger(&wf, json!({"repositoryPath": vulnerable_repo()}))
+        .await;
+    let run = app.wait_for_run(&run_id, RUN_TIMEOUT).await;
+
+    assert_eq!(run["status"], "COMPLETED", "{run:#}");
+    let total = expected_findings();
+    assert!(total > 0);
+    assert_eq!(node(&run, "scan-node")["output"]["summary"]["total"], total);
+    let notify = node(&run, "notify-node");
+    assert_eq!(
+        notify["output"]["message"],
+        format!("Security scan complete: {total} findings")
+    );
+    assert_eq!(notify["output"]["delivered"], true);
+    // A whole-string template keeps the JSON type of what it reads.
+    assert_eq!(
+        agent_runs(&run, "notify-node")[0]["input"]["findings"],
+        total
+    );
+}
+
+#[tokio::test]
+async fn notifier_webhook_channel_posts_the_message() {
+    use axum::{Json, Router, routing::post};
+    let received: std::sync::Arc<tokio::sync::Mutex<Vec<Value>>> = Default::default();
+    let sink = received.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/hook", listener.local_addr().unwrap());
+    let router = Router::new().route(
+        "/hook",
+        post(move |Json(body): Json<Value>| {
+            let sink = sink.clone();
+            async move {
+                sink.lock().await.push(body);
+                Json(json!({"ok": true}))
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+
+    let app = TestApp::spawn(1).await;
+    let wf = scan_and_notify(
+        &app,
+        json!({"channel": "webhook", "url": hook,
+               "message": "Security scan complete: {{ nodes.scan-node.output.summary.total }} findings"}),
+    )
+    .await;
+    let run_id = app
+        .trigger(&wf, json!({"repositoryPath": vulnerable_repo()}))
+        .await;
+    let run = app.wait_for_run(&run_id, RUN_TIMEOUT).await;
+    assert_eq!(run["status"], "COMPLETED", "{run:#}");
+    let got = received.lock().await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        got[0]["message"],
+        format!("Security scan complete: {} findings", expected_findings())
+    );
+    assert_eq!(got[0]["run"]["runId"], run_id.as_str());
+}
+
+#[tokio::test]
+async fn fan_out_and_fan_in_join_sees_both_branches() {
+    let app = TestApp::spawn(2).await;
+    let echo = echo_agent(&app).await;
+    let wf = app
+        .create_workflow(json!({
+            "name": "diamond",
+            "nodes": [
+                {"id": "root", "agentId": echo, "action": "echo", "inputsJson": {"seed": "{{ context.seed }}"}},
+                {"id": "left", "agentId": echo, "action": "echo", "dependsOn": ["root"],
+                 "inputsJson": {"side": "left", "seed": "{{ nodes.root.output.inputs.seed }}"}},
+                {"id": "right", "agentId": echo, "action": "echo", "dependsOn": ["root"],
+                 "inputsJson": {"side": "right", "seed": "{{ nodes.root.output.inputs.seed }}"}},
+                {"id": "join", "agentId": echo, "action": "join", "dependsOn": ["left", "right"],
+                 "inputsJson": {"left": "{{ nodes.left.output.inputs }}", "right": "{{ nodes.right.output.inputs }}",
+                                "summary": "{{ nodes.left.output.inputs.side }}+{{ nodes.right.output.inputs.side }}"}}
+            ]
+        }))
+        .await;
+    let run_id = app.trigger(&wf, json!({"seed": 7})).await;
+    let run = app.wait_for_run(&run_id, RUN_TIMEOUT).await;
+    assert_eq!(run["status"], "COMPLETED", "{run:#}");
+    let join = &node(&run, "join")["output"]["inputs"];
+    assert_eq!(join["left"], json!({"side": "left", "seed": 7}));
+    assert_eq!(join["right"], json!({"side": "right", "seed": 7}));
+    assert_eq!(join["summary"], "left+right");
+    // The join started only after both branches finished.
+    let join_start = agent_runs(&run, "join")[0]["startedAt"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for branch in ["left", "right"] {
+        let done = agent_runs(&run, branch)[0]["finishedAt"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            done <= join_start,
+            "{branch} finished {done}, join started {join_start}"
+        );
+    }
+    assert_eq!(run["agentRuns"].as_array().unwrap().len(), 4);
+}
+
+#[tokio::test]
+async fn an_agent_that_fails_twice_then_succeeds_completes_on_the_third_attempt() {
+    let app = TestApp::spawn(2).await;
+    let flaky = app
+        .create_agent("flaky", "testing/flaky", &["work"],
+            json!({"retry": {"maxAttempts": 3, "initialBackoffMs": 100, "multiplier": 2.0, "maxBackoffMs": 1000}}))
+        .await;
+    let wf = app
+        .create_workflow(json!({"name": "flaky", "nodes": [
+            {"id": "work", "agentId": flaky, "action": "work", "inputsJson": {"failTimes": 2}}]}))
+        .await;
+    let run_id = app.trigger(&wf, json!({})).await;
+    let run = app.wait_for_run(&run_id, RUN_TIMEOUT).await;
+
+    assert_eq!(run["status"], "COMPLETED", "{run:#}");
+    let attempts = agent_runs(&run, "work");
+    let statuses: Vec<&str> = attempts
+        .iter()
+        .map(|a| a["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["FAILED", "FAILED", "COMPLETED"]);
+    let numbers: Vec<i64> = attempts
+        .iter()
+        .map(|a| a["attempt"].as_i64().unwrap())
+        .collect();
+    assert_eq!(numbers, [1, 2, 3]);
+    assert!(
+        attempts[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("flaky: failing attempt 1"),
+        "{:#}",
+        attempts[0]
+    );
+    assert_eq!(attempts[0]["exitCode"], 1);
+    let work = node(&run, "work");
+    assert_eq!(work["attempts"], 3);
+    assert_eq!(work["output"]["succeededOnAttempt"], 3);
+    assert!(work["error"].is_null());
+}
+
+#[tokio::test]
+async fn an_agent_that_always_fails_fails_the_run_and_skips_descendants() {
+    let app = TestApp::spawn(2).await;
+    let echo = echo_agent(&app).await;
+    let fail = app
+        .create_agent("fail", "testing/fail", &["explode"], json!({}))
+        .await;
+    let wf = app
+        .create_workflow(json!({"name": "doomed", "nodes": [
+            {"id": "first", "agentId": echo, "action": "echo"},
+            {"id": "boom", "agentId": fail, "action": "explode", "dependsOn": ["first"],
+             "inputsJson": {"reason": "disk on fire"},
+             "retry": {"maxAttempts": 2, "initialBackoffMs": 50, "multiplier": 1.0, "maxBackoffMs": 50}},
+            {"id": "after", "agentId": echo, "action": "echo", "dependsOn": ["boom"]},
+            {"id": "after-after", "agentId": echo, "action": "echo", "dependsOn": ["after"]},
+            {"id": "independent", "agentId": echo, "action": "echo", "dependsOn": ["first"]}
+        ]}))
+        .await;
+    let run_id = app.trigger(&wf, json!({})).await;
+    let run = app.wait_for_run(&run_id, RUN_TIMEOUT).await;
+
+    assert_eq!(run["status"], "FAILED", "{run:#}");
+    assert!(run["finishedAt"].is_string());
+    let error = run["error"].as_str().unwrap();
+    assert!(
+        error.contains("\"boom\"") && error.contains("disk on fire"),
+        "{error}"
+    );
+    let boom = node(&run, "boom");
+    assert_eq!(boom["status"], "FAILED");
+    assert_eq!(boom["attempts"], 2);
+    assert!(boom["finishedAt"].is_string());
+    assert_eq!(agent_runs(&run, "boom").len(), 2);
+    assert_eq!(agent_runs(&run, "boom")[1]["exitCode"], 3);
+    for skipped in ["after", "after-after"] {
+        let n = node(&run, skipped);
+        assert_eq!(n["status"], "SKIPPED", "{n:#}");
+        assert!(n["finishedAt"].is_string());
+        assert!(agent_runs(&run, skipped).is_empty());
+    }
+    // A branch that does not depend on the failure still runs to completion.
+    assert_eq!(node(&run, "independent")["status"], "COMPLETED");
+}
+
+#[tokio::test]
+async fn a_timed_out_agent_is_killed_and_the_attempt_fails() {
+    let app = TestApp::spawn(1).await;
+    let sleeper = app
+        .create_agent(
+            "sleeper",
+            "testing/sleep",
+            &["sleep"],
+            json!({"timeoutSeconds": 1}),
+        )
+        .await;
+    let wf = app
+        .create_workflow(json!({"name": "slow", "nodes": [
+            {"id": "nap", "agentId": sleeper, "action": "sleep", "inputsJson": {"seconds": 30},
+             "retry": {"maxAttempts": 1}}]}))
+        .await;
+    let started = std::time::Instant::now();
+    let run_id = app.trigger(&wf, json!({})).await;
+    let run = app.wait_for_run(&run_id, RUN_TIMEOUT).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(run["status"], "FAILED", "{run:#}");
+    let nap = agent_runs(&run, "nap");
+    assert_eq!(nap.len(), 1);
+    assert!(
+        nap[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("timed out after 1s"),
+        "{:#}",
+        nap[0]
+    );
+}
+
+#[tokio::test]
+async fn node_timeout_overrides_the_agent_and_bad_output_is_a_failure() {
+    let app = TestApp::spawn(1).await;
+    let bad = app
+        .create_agent("bad-output", "testing/bad-output", &["run"], json!({}))
+        .await;
+    let big = app
+        .create_agent("big-output", "testing/big-output", &["run"], json!({}))
+        .await;
+    let wf = app
+        .create_workflow(json!({"name": "bad", "nodes": [
+            {"id": "bad", "agentId": bad, "action": "run", "retry": {"maxAttempts": 1}},
+            {"id": "big", "agentId": big, "action": "run", "retry": {"maxAttempts": 1}, "timeoutSeconds": 30}]}))
+        .await;
+    let run_id = app.trigger(&wf, json!({})).await;
+    let run = app.wait_for_run(&run_id, RUN_TIMEOUT).await;
+    assert_eq!(run["status"], "FAILED");
+    assert!(
+        node(&run, "bad")["error"]
+            .as_str()
+            .unwrap()
+            .contains("not JSON"),
+        "{run:#}"
+    );
+    assert!(
+        node(&run, "big")["error"]
+            .as_str()
+            .unwrap()
+            .contains("exceeds 1048576 bytes"),
+        "{run:#}"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_template_path_fails_the_node_at_once_without_retry() {
+    let app = TestApp::spawn(1).await;
+    let echo = echo_agent(&app).await;
+    let wf = app
+        .create_workflow(json!({"name": "typo", "nodes": [
+            {"id": "a", "agentId": echo, "action": "echo"},
+            {"id": "b", "agentId": echo, "action": "echo", "dependsOn": ["a"],
+             "inputsJson": {"x": "{{ nodes.a.output.inputs.nope }}"}}]}))
+        .await;
+    let run_id = app.trigger(&wf, json!({})).await;
+    let run = app.wait_for_run(&run_id, RUN_TIMEOUT).await;
+    assert_eq!(run["status"], "FAILED");
+    let b = node(&run, "b");
+    assert_eq!(b["status"], "FAILED");
+    assert_eq!(b["attempts"], 1, "a template error is not retried: {b:#}");
+    let error = b["error"].as_str().unwrap();
+    assert!(
+        error.contains("nodes.a.output.inputs.nope") && error.contains("\"nope\""),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn http_agents_succeed_on_2xx_retry_on_5xx_and_stop_on_4xx() {
+    use axum::{Json, Router, http::StatusCode as S, routing::post};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let flaky_calls = std::sync::Arc::new(AtomicUsize::new(0));
+    let calls = flaky_calls.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let router = Router::new()
+        .route(
+            "/ok",
+            post(|Json(doc): Json<Value>| async move {
+                Json(json!({"echo": doc["inputs"], "action": doc["action"]}))
+            }),
+        )
+        .route(
+            "/flaky",
+            post(move || {
+                let calls = calls.clone();
+                async move {
+                    if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                        (S::SERVICE_UNAVAILABLE, Json(json!({"error": "warming up"})))
+                    } else {
+                        (S::OK, Json(json!({"ok": true})))
+                    }
+                }
+            }),
+        )
+        .route(
+            "/reject",
+            post(|| async { (S::BAD_REQUEST, Json(json!({"error": "bad input"}))) }),
+        );
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+
+    let app = TestApp::spawn(1).await;
+    let mut ids = Vec::new();
+    for path in ["ok", "flaky", "reject"] {
+        let (status, agent) = app
+            .post("/api/agents", json!({"name": format!("http-{path}"), "type": "HTTP", "url": format!("{base}/{path}"),
+                "capabilities": [{"name": "call"}],
+                "retry": {"maxAttempts": 3, "initialBackoffMs": 50, "multiplier": 1.0, "maxBackoffMs": 50}}))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{agent}");
+        ids.push(agent["id"].as_str().unwrap().to_string());
+    }
+    let wf = app
+        .create_workflow(json!({"name": "http", "nodes": [
+            {"id": "ok", "agentId": ids[0], "action": "call", "inputsJson": {"q": 1}},
+            {"id": "flaky", "agentId": ids[1], "action": "call"},
+            {"id": "reject", "agentId": ids[2], "action": "call"}]}))
+        .await;
+    let run_id = app.trigger(&wf, json!({})).await;
+    let run = app.wait_for_run(&run_id, RUN_TIMEOUT).await;
+    assert_eq!(
+        node(&run, "ok")["output"],
+        json!({"echo": {"q": 1}, "action": "call"})
+    );
+    assert_eq!(node(&run, "flaky")["status"], "COMPLETED");
+    assert_eq!(agent_runs(&run, "flaky").len(), 2);
+    assert_eq!(agent_runs(&run, "flaky")[0]["exitCode"], 503);
+    assert_eq!(node(&run, "reject")["status"], "FAILED");
+    assert_eq!(agent_runs(&run, "reject").len(), 1, "a 4xx is not retried");
+    assert_eq!(run["status"], "FAILED");
+}
+
+#[tokio::test]
+async fn ten_concurrent_scan_and_notify_runs_complete_exactly_once_per_node() {
+    let app = TestApp::spawn(2).await;
+    let wf = scan_and_notify(
+        &app,
+        json!({"channel": "console",
+               "message": "Security scan complete: {{ nodes.scan-node.output.summary.total }} findings"}),
+    )
+    .await;
+    let triggers = (0..10).map(|_| app.trigger(&wf, json!({"repositoryPath": vulnerable_repo()})));
+    let run_ids: Vec<String> = futures::future::join_all(triggers).await;
+    let total = expected_findings();
+    for run_id in &run_ids {
+        let run = app.wait_for_run(run_id, Duration::from_secs(120)).await;
+        assert_eq!(run["status"], "COMPLETED", "{run:#}");
+        for node_id in ["scan-node", "notify-node"] {
+            let completed = agent_runs(&run, node_id)
+                .iter()
+                .filter(|a| a["status"] == "COMPLETED")
+                .count();
+            assert_eq!(completed, 1, "{node_id} of {run_id}: {run:#}");
+        }
+        assert_eq!(
+            node(&run, "notify-node")["output"]["message"],
+            format!("Security scan complete: {total} findings")
+        );
+    }
+    // Every attempt was executed by one of the separate worker processes.
+    let mut conn = app.db().await;
+    let outside: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM agent_runs WHERE worker IS NULL OR worker NOT LIKE 'worker-%'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(outside, 0);
+    let dup: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT run_id, node_id FROM agent_runs WHERE status = 'COMPLETED' GROUP BY 1, 2 HAVING count(*) > 1) d",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(dup, 0);
+}
