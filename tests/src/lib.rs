@@ -108,6 +108,19 @@ impl Proc {
         self.child.id()
     }
 
+    /// A stand-in until the real process is started.
+    fn placeholder() -> Proc {
+        Proc::spawn("placeholder", Command::new("true"))
+    }
+
+    pub fn is_alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    fn is_alive_inner(&self) -> bool {
+        std::path::Path::new(&format!("/proc/{}", self.child.id())).exists()
+    }
+
     /// Waits for a JSON log line whose `message` is `message`, and returns it.
     pub fn wait_for_log(&mut self, message: &str, timeout: Duration) -> Value {
         let deadline = Instant::now() + timeout;
@@ -186,6 +199,9 @@ pub struct TestApp {
     pub database_url: String,
     pub api: Proc,
     pub workers: Vec<Proc>,
+    env: Vec<(String, String)>,
+    /// Processes replaced by restarts, kept for the failure report.
+    retired: Vec<Proc>,
 }
 
 impl TestApp {
@@ -196,57 +212,110 @@ impl TestApp {
 
     /// Like [`TestApp::spawn`], with extra environment for every process.
     pub async fn spawn_with(workers: usize, env: &[(&str, &str)]) -> TestApp {
-        let bin = bin_dir();
+        Self::spawn_on(&pg_base(), workers, env).await
+    }
+
+    /// Like [`TestApp::spawn_with`], on the PostgreSQL server at `pg` (a base URL without
+    /// database).
+    pub async fn spawn_on(pg: &str, workers: usize, env: &[(&str, &str)]) -> TestApp {
         let db_name = format!("orch_test_{}", uuid::Uuid::new_v4().simple());
-        let database_url = format!("{}/{}", pg_base(), db_name);
+        let database_url = format!("{pg}/{db_name}");
         let env: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let common = |cmd: &mut Command| {
-            cmd.env("DATABASE_URL", &database_url)
-                .env("ORCH_DB_MAX_CONNECTIONS", "10")
-                .env("ORCH_LOG_FORMAT", "json")
-                .env("ORCH_AGENTS_DIR", agents_dir())
-                .env("ORCH_POLL_INTERVAL_MS", "100")
-                .env("RUST_LOG", "info")
-                .current_dir(repo_root());
-            for (k, v) in &env {
-                cmd.env(k, v);
-            }
-        };
-        let mut api_cmd = Command::new(bin.join("orchestration-api"));
-        common(&mut api_cmd);
-        api_cmd.env("ORCH_LISTEN", "127.0.0.1:0");
-        // Start everything at once: migrations must be safe to run concurrently.
-        let mut api = Proc::spawn("api", api_cmd);
-        let mut procs = Vec::new();
-        for i in 0..workers {
-            procs.push(Self::worker_proc(&bin, i, &common));
-        }
-        let line = api.wait_for_log("listening", Duration::from_secs(60));
-        let addr = line["addr"]
-            .as_str()
-            .expect("listening line has addr")
-            .to_string();
-        for w in &mut procs {
-            w.wait_for_log("worker started", Duration::from_secs(60));
-        }
-        TestApp {
-            base: format!("http://{addr}"),
+        let mut app = TestApp {
+            base: String::new(),
             client: reqwest::Client::new(),
             db_name,
             database_url,
-            api,
-            workers: procs,
+            api: Proc::placeholder(),
+            workers: Vec::new(),
+            env,
+            retired: Vec::new(),
+        };
+        // Start everything at once: migrations must be safe to run concurrently.
+        let mut api = app.api_proc();
+        let mut procs: Vec<Proc> = (0..workers).map(|i| app.worker_proc(i)).collect();
+        let line = api.wait_for_log("listening", Duration::from_secs(60));
+        app.base = format!(
+            "http://{}",
+            line["addr"].as_str().expect("listening line has addr")
+        );
+        app.api = api;
+        for w in &mut procs {
+            w.wait_for_log("worker started", Duration::from_secs(60));
         }
+        app.workers = procs;
+        app
     }
 
-    fn worker_proc(bin: &Path, i: usize, common: &dyn Fn(&mut Command)) -> Proc {
-        let mut cmd = Command::new(bin.join("orchestration-worker"));
-        common(&mut cmd);
+    fn command(&self, binary: &str) -> Command {
+        let mut cmd = Command::new(bin_dir().join(binary));
+        cmd.env("DATABASE_URL", &self.database_url)
+            .env("ORCH_DB_MAX_CONNECTIONS", "10")
+            .env("ORCH_LOG_FORMAT", "json")
+            .env("ORCH_AGENTS_DIR", agents_dir())
+            .env("ORCH_POLL_INTERVAL_MS", "100")
+            .env("RUST_LOG", "info")
+            .current_dir(repo_root());
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    fn api_proc(&self) -> Proc {
+        let mut cmd = self.command("orchestration-api");
+        cmd.env("ORCH_LISTEN", "127.0.0.1:0");
+        Proc::spawn("api", cmd)
+    }
+
+    fn worker_proc(&self, i: usize) -> Proc {
+        let mut cmd = self.command("orchestration-worker");
         cmd.env("ORCH_METRICS_LISTEN", "127.0.0.1:0");
         Proc::spawn(&format!("worker-{i}"), cmd)
+    }
+
+    /// SIGKILLs worker `i` (no chance to clean up).
+    pub fn kill_worker(&mut self, i: usize) {
+        self.workers[i].kill();
+    }
+
+    /// Starts a fresh process in worker slot `i` (killing what was there) and waits until it
+    /// takes jobs.
+    pub fn restart_worker(&mut self, i: usize) {
+        let mut fresh = self.worker_proc(i);
+        fresh.wait_for_log("worker started", Duration::from_secs(60));
+        let mut old = std::mem::replace(&mut self.workers[i], fresh);
+        old.kill();
+        self.retired.push(old);
+    }
+
+    /// Adds one more worker process.
+    pub fn add_worker(&mut self) -> usize {
+        let i = self.workers.len();
+        let mut w = self.worker_proc(i);
+        w.wait_for_log("worker started", Duration::from_secs(60));
+        self.workers.push(w);
+        i
+    }
+
+    /// SIGKILLs the API and starts it again (on a new port).
+    pub fn restart_api(&mut self) {
+        self.api.kill();
+        let mut fresh = self.api_proc();
+        let line = fresh.wait_for_log("listening", Duration::from_secs(60));
+        self.base = format!("http://{}", line["addr"].as_str().unwrap());
+        let old = std::mem::replace(&mut self.api, fresh);
+        self.retired.push(old);
+    }
+
+    /// Index of the live worker process whose pid appears in `worker_name`.
+    pub fn worker_index_by_name(&self, worker_name: &str) -> Option<usize> {
+        self.workers
+            .iter()
+            .position(|w| w.is_alive_inner() && worker_name.contains(&format!("-{}-", w.pid())))
     }
 
     pub async fn request(
@@ -359,7 +428,7 @@ impl TestApp {
 
     pub fn dump_logs(&self) -> String {
         let mut out = format!("--- api ---\n{}\n", self.api.dump());
-        for w in &self.workers {
+        for w in self.retired.iter().chain(&self.workers) {
             out.push_str(&format!("--- {} ---\n{}\n", w.name, w.dump()));
         }
         out

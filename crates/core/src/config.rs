@@ -44,6 +44,16 @@ pub struct WorkerArgs {
     pub heartbeat_ms: u64,
     #[arg(long, env = "ORCH_MISSED_HEARTBEATS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=100))]
     pub missed_heartbeats: u64,
+    /// How long a worker's hold on a running node lasts without renewal; a worker that dies
+    /// loses its nodes to the rescuer this long after its last renewal.
+    #[arg(long, env = "ORCH_LEASE_TTL_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(500..=3_600_000))]
+    pub lease_ttl_ms: u64,
+    /// How often the rescuer looks for expired leases, lost jobs and unfinished runs.
+    #[arg(long, env = "ORCH_RESCUE_INTERVAL_MS", default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+    pub rescue_interval_ms: u64,
+    /// A READY node waiting this long gets its job checked (and revived if it was lost).
+    #[arg(long, env = "ORCH_RESCUE_READY_AFTER_MS", default_value_t = 15_000, value_parser = clap::value_parser!(u64).range(100..=86_400_000))]
+    pub rescue_ready_after_ms: u64,
     /// Time in-flight attempts get to finish after SIGTERM.
     #[arg(long, env = "ORCH_SHUTDOWN_GRACE_SECONDS", default_value_t = 30)]
     pub shutdown_grace_seconds: u64,

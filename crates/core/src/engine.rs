@@ -16,21 +16,77 @@ use crate::queue::{self, NodeJob};
 use crate::store::{agents, nodes, runs, workflows};
 use crate::template::{self, Scope};
 
-/// Extra time a worker holds a node beyond the agent's timeout before a rescuer may take it.
-pub const LEASE_GRACE_SECONDS: i64 = 30;
-
 /// Starts a run of a workflow: the run, its node states and the jobs of its root nodes are
 /// committed together, or not at all.
+/// What a trigger did: started a run, or found the one an earlier trigger with the same
+/// idempotency key started.
+#[derive(Debug, Clone)]
+pub struct Triggered {
+    pub run: RunSummary,
+    pub created: bool,
+}
+
 pub async fn run_trigger(
     pool: &PgPool,
     project_id: i64,
     workflow_id: Uuid,
     context: Value,
     trigger: &str,
-) -> Result<RunSummary> {
+    idempotency_key: Option<&str>,
+) -> Result<Triggered> {
     if !context.is_object() {
         return Err(Invalid::new("context must be a JSON object").into());
     }
+    if let Some(key) = idempotency_key {
+        if key.is_empty() || key.len() > 255 {
+            return Err(Invalid::new("Idempotency-Key must be 1 to 255 characters").into());
+        }
+        if let Some(run) = runs::run_find_by_key(pool, project_id, key).await? {
+            return replayed(run, workflow_id);
+        }
+    }
+    match run_trigger_once(
+        pool,
+        project_id,
+        workflow_id,
+        context,
+        trigger,
+        idempotency_key,
+    )
+    .await
+    {
+        // A concurrent trigger with the same key committed first: answer with its run.
+        Err(Error::Conflict(m)) if m == runs::IDEMPOTENCY_CONFLICT => {
+            let key = idempotency_key.unwrap_or_default();
+            match runs::run_find_by_key(pool, project_id, key).await? {
+                Some(run) => replayed(run, workflow_id),
+                None => Err(Error::conflict(m)),
+            }
+        }
+        other => other.map(|run| Triggered { run, created: true }),
+    }
+}
+
+fn replayed(run: RunSummary, workflow_id: Uuid) -> Result<Triggered> {
+    if run.workflow_id != workflow_id {
+        return Err(Error::conflict(
+            "this Idempotency-Key was already used to trigger another workflow",
+        ));
+    }
+    Ok(Triggered {
+        run,
+        created: false,
+    })
+}
+
+async fn run_trigger_once(
+    pool: &PgPool,
+    project_id: i64,
+    workflow_id: Uuid,
+    context: Value,
+    trigger: &str,
+    idempotency_key: Option<&str>,
+) -> Result<RunSummary> {
     let mut tx = pool.begin().await?;
     let workflow = workflows::workflow_get_for_trigger(&mut tx, project_id, workflow_id).await?;
     if workflow.status != crate::domain::WorkflowStatus::Active {
@@ -62,6 +118,7 @@ pub async fn run_trigger(
             plan: &plan,
             trigger,
             context: &context,
+            idempotency_key,
         },
     )
     .await?;
@@ -91,6 +148,8 @@ pub struct Claimed {
     pub workflow_id: Uuid,
     pub node: PlannedNode,
     pub context: Value,
+    /// Attempts before the run's current generation; the retry policy counts from here.
+    pub attempt_base: i32,
     /// The rendered inputs, or why they could not be rendered.
     pub inputs: std::result::Result<Value, String>,
     pub queue_wait: Duration,
@@ -114,7 +173,12 @@ impl Claimed {
 }
 
 /// Takes the node for this job's attempt, or returns `None` when the job is stale.
-pub async fn node_claim(pool: &PgPool, job: &NodeJob, worker: &str) -> Result<Option<Claimed>> {
+pub async fn node_claim(
+    pool: &PgPool,
+    job: &NodeJob,
+    worker: &str,
+    lease: Duration,
+) -> Result<Option<Claimed>> {
     let mut tx = pool.begin().await?;
     let Some(run) = runs::run_get_for_node(&mut *tx, job.run_id, &job.node_id).await? else {
         return Ok(None);
@@ -123,14 +187,14 @@ pub async fn node_claim(pool: &PgPool, job: &NodeJob, worker: &str) -> Result<Op
         tracing::warn!(run_id = %job.run_id, node_id = %job.node_id, "job names a node the run does not have");
         return Ok(None);
     };
-    let lease = node.timeout_seconds as i64 + LEASE_GRACE_SECONDS;
-    let Some(ready_at) = nodes::node_claim(
+    let lease_ms = lease.as_millis() as i64;
+    let Some((ready_at, attempt_base)) = nodes::node_claim(
         &mut *tx,
         job.run_id,
         &job.node_id,
         job.attempt,
         worker,
-        lease,
+        lease_ms,
     )
     .await?
     else {
@@ -165,6 +229,7 @@ pub async fn node_claim(pool: &PgPool, job: &NodeJob, worker: &str) -> Result<Op
         workflow_id: run.workflow_id,
         node,
         context: run.context,
+        attempt_base,
         inputs,
         queue_wait,
     }))
@@ -215,10 +280,35 @@ pub async fn attempt_record(
     claimed: &Claimed,
     result: &AttemptResult,
 ) -> Result<Recorded> {
-    let job = &claimed.job;
-    let node = &claimed.node;
     let mut tx = pool.begin().await?;
-    runs::run_lock(&mut tx, job.run_id).await?;
+    runs::run_lock(&mut tx, claimed.job.run_id).await?;
+    let recorded = attempt_record_locked(
+        &mut tx,
+        &claimed.job,
+        &claimed.node,
+        claimed.attempt_base,
+        result,
+    )
+    .await?;
+    if recorded.effect != AttemptEffect::Stale {
+        tx.commit().await?;
+    }
+    Ok(recorded)
+}
+
+const STALE: Recorded = Recorded {
+    effect: AttemptEffect::Stale,
+    run_finished: None,
+};
+
+/// [`attempt_record`] inside a transaction that already holds the run's lock.
+pub(crate) async fn attempt_record_locked(
+    tx: &mut sqlx::PgConnection,
+    job: &NodeJob,
+    node: &PlannedNode,
+    attempt_base: i32,
+    result: &AttemptResult,
+) -> Result<Recorded> {
     let (success, output, error, exit_code) = match result {
         AttemptResult::Succeeded { output, exit_code } => (true, Some(output), None, *exit_code),
         AttemptResult::Failed {
@@ -239,10 +329,7 @@ pub async fn attempt_record(
     )
     .await?;
     if !closed {
-        return Ok(Recorded {
-            effect: AttemptEffect::Stale,
-            run_finished: None,
-        });
+        return Ok(STALE);
     }
 
     let effect = match result {
@@ -256,38 +343,35 @@ pub async fn attempt_record(
             )
             .await?
             {
-                return Ok(Recorded {
-                    effect: AttemptEffect::Stale,
-                    run_finished: None,
-                });
+                return Ok(STALE);
             }
             let released =
                 nodes::node_release_dependents(&mut *tx, job.run_id, &node.dependents).await?;
             let jobs = released
                 .iter()
                 .map(|id| {
-                    (
-                        NodeJob {
-                            run_id: job.run_id,
-                            node_id: id.clone(),
-                            attempt: 1,
-                        },
-                        None,
-                    )
+                    let next = NodeJob {
+                        run_id: job.run_id,
+                        node_id: id.clone(),
+                        attempt: 1,
+                    };
+                    (next, None)
                 })
                 .collect();
-            queue::enqueue(&mut tx, jobs).await?;
+            queue::enqueue(tx, jobs).await?;
             AttemptEffect::Completed { released }
         }
         AttemptResult::Failed {
             error, retryable, ..
         } => {
             let max_attempts = node.retry.max_attempts as i32;
-            if *retryable && job.attempt < max_attempts {
+            let attempt_in_generation = job.attempt - attempt_base;
+            if *retryable && attempt_in_generation < max_attempts {
                 let next_attempt = job.attempt + 1;
-                let delay = node.retry.backoff(next_attempt as u32);
+                let delay = node.retry.backoff((attempt_in_generation + 1) as u32);
                 let ready_at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
-                let message = format!("attempt {} of {max_attempts} failed: {error}", job.attempt);
+                let message =
+                    format!("attempt {attempt_in_generation} of {max_attempts} failed: {error}");
                 if !nodes::node_retry_if_running(
                     &mut *tx,
                     job.run_id,
@@ -298,24 +382,21 @@ pub async fn attempt_record(
                 )
                 .await?
                 {
-                    return Ok(Recorded {
-                        effect: AttemptEffect::Stale,
-                        run_finished: None,
-                    });
+                    return Ok(STALE);
                 }
                 let next = NodeJob {
                     run_id: job.run_id,
                     node_id: job.node_id.clone(),
                     attempt: next_attempt,
                 };
-                queue::enqueue(&mut tx, vec![(next, Some(SystemTime::now() + delay))]).await?;
+                queue::enqueue(tx, vec![(next, Some(SystemTime::now() + delay))]).await?;
                 AttemptEffect::RetryScheduled {
                     next_attempt,
                     delay,
                 }
             } else {
                 let message = if *retryable && max_attempts > 1 {
-                    format!("failed after {} attempts: {error}", job.attempt)
+                    format!("failed after {attempt_in_generation} attempts: {error}")
                 } else {
                     error.clone()
                 };
@@ -328,10 +409,7 @@ pub async fn attempt_record(
                 )
                 .await?
                 {
-                    return Ok(Recorded {
-                        effect: AttemptEffect::Stale,
-                        run_finished: None,
-                    });
+                    return Ok(STALE);
                 }
                 let plan = runs::run_plan(&mut *tx, job.run_id).await?;
                 let descendants = plan.descendants(&job.node_id);
@@ -343,8 +421,7 @@ pub async fn attempt_record(
         }
     };
 
-    let run_finished = run_finish_if_done(&mut tx, job.run_id).await?;
-    tx.commit().await?;
+    let run_finished = run_finish_if_done(tx, job.run_id).await?;
     Ok(Recorded {
         effect,
         run_finished,
@@ -352,7 +429,7 @@ pub async fn attempt_record(
 }
 
 /// Finishes the run when no node can make progress any more. The caller holds the run lock.
-async fn run_finish_if_done(
+pub(crate) async fn run_finish_if_done(
     tx: &mut sqlx::PgConnection,
     run_id: Uuid,
 ) -> Result<Option<(RunStatus, Duration)>> {
@@ -369,4 +446,82 @@ async fn run_finish_if_done(
     };
     let finished = runs::run_finish(tx, run_id, status, error.as_deref()).await?;
     Ok(finished.map(|(started, ended)| (status, (ended - started).to_std().unwrap_or_default())))
+}
+
+/// Cancels a run that is still going: its unfinished nodes become CANCELLED and open attempts
+/// are closed, so no node starts any more and workers stop the agents they run (they notice at
+/// their next lease renewal).
+pub async fn run_cancel(
+    pool: &PgPool,
+    project_id: i64,
+    run_id: Uuid,
+    reason: &str,
+) -> Result<RunSummary> {
+    let mut tx = pool.begin().await?;
+    let status = runs::run_lock_in_project(&mut tx, project_id, run_id).await?;
+    if status.is_terminal() {
+        return Err(Error::conflict(format!("the run is already {status}")));
+    }
+    nodes::node_cancel_open(&mut tx, run_id, reason).await?;
+    runs::run_finish(&mut tx, run_id, RunStatus::Cancelled, Some(reason)).await?;
+    let run = runs::run_find(&mut *tx, run_id).await?;
+    tx.commit().await?;
+    tracing::info!(run_id = %run_id, "run cancelled");
+    Ok(run)
+}
+
+/// Runs a FAILED or CANCELLED run again from where it stopped: COMPLETED nodes keep their
+/// outputs; every other node gets a fresh generation of attempts.
+pub async fn run_retry(
+    pool: &PgPool,
+    project_id: i64,
+    run_id: Uuid,
+    context_patch: Option<Value>,
+) -> Result<RunSummary> {
+    if context_patch.as_ref().is_some_and(|p| !p.is_object()) {
+        return Err(Invalid::new("context must be a JSON object").into());
+    }
+    let mut tx = pool.begin().await?;
+    let status = runs::run_lock_in_project(&mut tx, project_id, run_id).await?;
+    if !matches!(status, RunStatus::Failed | RunStatus::Cancelled) {
+        return Err(Error::conflict(format!(
+            "only a FAILED or CANCELLED run can be retried; this one is {status}"
+        )));
+    }
+    let plan = runs::run_plan(&mut *tx, run_id).await?;
+    let states = nodes::node_statuses_lock(&mut tx, run_id).await?;
+    let completed: std::collections::HashSet<&str> = states
+        .iter()
+        .filter(|(_, s, _)| s == "COMPLETED")
+        .map(|(id, _, _)| id.as_str())
+        .collect();
+    let mut jobs = Vec::new();
+    for (node_id, status, attempts) in &states {
+        if status == "COMPLETED" {
+            continue;
+        }
+        let Some(node) = plan.nodes.get(node_id) else {
+            continue;
+        };
+        let pending = node
+            .depends_on
+            .iter()
+            .filter(|d| !completed.contains(d.as_str()))
+            .count() as i32;
+        nodes::node_reset_for_retry(&mut tx, run_id, node_id, pending).await?;
+        if pending == 0 {
+            jobs.push(NodeJob {
+                run_id,
+                node_id: node_id.clone(),
+                attempt: attempts + 1,
+            });
+        }
+    }
+    let run = runs::run_restart(&mut tx, run_id, context_patch.as_ref()).await?;
+    // A cancelled node may still have a queued job for this very attempt; revive rather than
+    // duplicate it.
+    queue::ensure_live(&mut tx, jobs, Duration::ZERO).await?;
+    tx.commit().await?;
+    tracing::info!(run_id = %run_id, "run retried");
+    Ok(run)
 }

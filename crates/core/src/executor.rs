@@ -10,6 +10,8 @@ use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::domain::{AgentSnapshot, AgentType};
 
 /// Largest output an agent may return (stdout or HTTP body).
@@ -58,7 +60,12 @@ pub struct Invocation<'a> {
     pub document: &'a Value,
     pub timeout: Duration,
     pub env: Vec<(String, String)>,
+    /// Fires when the attempt must stop early (run cancelled, lease lost, shutdown).
+    pub cancel: CancellationToken,
 }
+
+/// Outcome of an attempt stopped through [`Invocation::cancel`].
+pub const INTERRUPTED: &str = "attempt interrupted";
 
 #[derive(Clone)]
 pub struct Executor {
@@ -80,9 +87,17 @@ impl Executor {
     }
 
     pub async fn run(&self, inv: Invocation<'_>) -> Outcome {
-        match inv.agent.agent_type {
-            AgentType::Script => self.run_script(inv).await,
-            AgentType::Http => self.run_http(inv).await,
+        let cancel = inv.cancel.clone();
+        let work = async {
+            match inv.agent.agent_type {
+                AgentType::Script => self.run_script(inv).await,
+                AgentType::Http => self.run_http(inv).await,
+            }
+        };
+        // Dropping the work future kills a SCRIPT agent's whole process group.
+        tokio::select! {
+            outcome = work => outcome,
+            _ = cancel.cancelled() => Outcome::fail(INTERRUPTED, true, None),
         }
     }
 
@@ -135,14 +150,7 @@ impl Executor {
                 );
             }
         };
-        let pgid = child.id().map(|id| id as i32);
-        let kill_group = move || {
-            if let Some(pgid) = pgid {
-                unsafe {
-                    libc::killpg(pgid, libc::SIGKILL);
-                }
-            }
-        };
+        let group = GroupGuard(child.id().map(|id| id as i32));
 
         let input = serde_json::to_vec(inv.document).expect("JSON value serializes");
         let mut stdin = child.stdin.take().expect("stdin is piped");
@@ -167,7 +175,7 @@ impl Executor {
         let (out, err, status) = match tokio::time::timeout(inv.timeout, work).await {
             Ok(r) => r,
             Err(_) => {
-                kill_group();
+                drop(group);
                 return Outcome::fail(
                     format!("agent timed out after {}s", inv.timeout.as_secs_f64()),
                     true,
@@ -176,7 +184,7 @@ impl Executor {
             }
         };
         // The agent is gone; make sure nothing it started lingers in its group.
-        kill_group();
+        drop(group);
 
         let status = match status {
             Ok(s) => s,
@@ -298,6 +306,20 @@ impl Executor {
                 false,
                 code,
             ),
+        }
+    }
+}
+
+/// Kills a process group when dropped: on timeout, on cancellation, and after the agent exits
+/// (so that nothing it started in the background outlives the attempt).
+struct GroupGuard(Option<i32>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0.take() {
+            unsafe {
+                libc::killpg(pgid, libc::SIGKILL);
+            }
         }
     }
 }

@@ -14,6 +14,7 @@
 //! - [`definitions`]: saving workflows, validated in the transaction that writes them.
 //! - [`engine`]: the run/node state machine; every state change is one transaction.
 //! - [`executor`]: runs one agent attempt (SCRIPT process or HTTP call).
+//! - [`maintenance`]: the rescuer, which repairs expired leases, lost jobs and unfinished runs.
 //! - [`worker`]: queue consumer that claims, executes and records node attempts.
 //! - [`db`], [`config`], [`telemetry`]: connection and migrations, settings, logs and metrics.
 //!
@@ -33,6 +34,7 @@ pub mod domain;
 pub mod engine;
 pub mod error;
 pub mod executor;
+pub mod maintenance;
 pub mod queue;
 pub mod store;
 pub mod telemetry;

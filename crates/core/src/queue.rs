@@ -69,6 +69,63 @@ pub async fn enqueue(conn: &mut PgConnection, jobs: Vec<Scheduled>) -> Result<()
     Ok(())
 }
 
+/// Makes sure each of `jobs` has a job that will be delivered: a job that is pending, held by
+/// a worker seen within `stale_after`, or failed with queue retries left counts as live; any
+/// other (finished, exhausted, abandoned, missing) is put back to pending or created. A job that
+/// turns out to be delivered twice is harmless: the engine ignores a stale attempt. Returns how
+/// many jobs were revived or created.
+pub async fn ensure_live(
+    conn: &mut PgConnection,
+    jobs: Vec<NodeJob>,
+    stale_after: Duration,
+) -> Result<u64> {
+    if jobs.is_empty() {
+        return Ok(0);
+    }
+    let keys: Vec<String> = jobs.iter().map(NodeJob::idempotency_key).collect();
+    let existing: Vec<(String, bool)> = sqlx::query_as(
+        "SELECT idempotency_key,
+                status = 'Pending'
+                OR (status IN ('Queued', 'Running') AND lock_at > now() - make_interval(secs => $3))
+                OR (status = 'Failed' AND attempts < max_attempts) AS live
+         FROM apalis.jobs WHERE job_type = $1 AND idempotency_key = ANY($2)",
+    )
+    .bind(NODE_QUEUE)
+    .bind(&keys)
+    .bind(stale_after.as_secs_f64())
+    .fetch_all(&mut *conn)
+    .await?;
+    let dead: Vec<String> = existing
+        .iter()
+        .filter(|(_, live)| !live)
+        .map(|(k, _)| k.clone())
+        .collect();
+    let mut repaired = 0;
+    if !dead.is_empty() {
+        repaired += sqlx::query(
+            "UPDATE apalis.jobs SET status = 'Pending', run_at = now(), lock_by = NULL, lock_at = NULL,
+                    done_at = NULL, attempts = 0
+             WHERE job_type = $1 AND idempotency_key = ANY($2)",
+        )
+        .bind(NODE_QUEUE)
+        .bind(&dead)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    }
+    let missing: Vec<Scheduled> = jobs
+        .into_iter()
+        .filter(|j| {
+            let key = j.idempotency_key();
+            !existing.iter().any(|(k, _)| *k == key)
+        })
+        .map(|j| (j, None))
+        .collect();
+    repaired += missing.len() as u64;
+    enqueue(conn, missing).await?;
+    Ok(repaired)
+}
+
 /// Handles one job. Returning an error asks the queue to deliver it again.
 pub trait JobHandler: Send + Sync + 'static {
     fn handle(&self, job: NodeJob) -> BoxFuture<'_, Result<(), BoxDynError>>;

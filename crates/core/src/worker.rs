@@ -1,19 +1,23 @@
 //! The worker: takes node jobs from the queue, claims the node, runs its agent, and records
 //! the result. Used by the `orchestration-worker` binary and by the API's embedded workers.
 
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use apalis::prelude::BoxDynError;
 use futures::future::BoxFuture;
 use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::config::WorkerArgs;
 use crate::engine::{self, AttemptEffect, AttemptResult, Claimed};
-use crate::executor::{Executor, Invocation, Outcome};
+use crate::executor::{Executor, INTERRUPTED, Invocation, Outcome};
+use crate::maintenance::rescuer::{self, RescuerConfig};
 use crate::queue::{self, ConsumerConfig, JobHandler, NodeJob};
+use crate::store;
 use crate::telemetry::names;
 
 /// A process-unique worker name: the queue tracks liveness per name.
@@ -23,19 +27,47 @@ pub fn unique_name(prefix: &str) -> String {
     format!("{prefix}-{host}-{}-{}", std::process::id(), &id[..8])
 }
 
+type AttemptKey = (uuid::Uuid, String, i32);
+
 pub struct NodeRunner {
     pool: PgPool,
     executor: Executor,
     name: String,
+    lease: Duration,
+    /// Attempts running in this process, each with the token that stops it.
+    inflight: Mutex<HashMap<AttemptKey, CancellationToken>>,
+    /// Fires when the shutdown grace period is over: in-flight attempts are handed back.
+    shutdown_expired: CancellationToken,
 }
 
 impl NodeRunner {
-    pub fn new(pool: PgPool, executor: Executor, name: String) -> Self {
+    pub fn new(pool: PgPool, executor: Executor, name: String, lease: Duration) -> Self {
         Self {
             pool,
             executor,
             name,
+            lease,
+            inflight: Mutex::new(HashMap::new()),
+            shutdown_expired: CancellationToken::new(),
         }
+    }
+
+    /// Renews the leases of this worker's running nodes and stops the attempts whose node was
+    /// taken away (run cancelled, or rescued after this worker lost touch with the database).
+    pub async fn renew_leases(&self) -> crate::error::Result<()> {
+        let held: HashSet<AttemptKey> =
+            store::nodes::node_lease_renew(&self.pool, &self.name, self.lease.as_millis() as i64)
+                .await?
+                .into_iter()
+                .collect();
+        let inflight = self.inflight.lock().expect("inflight lock");
+        for (key, token) in inflight.iter() {
+            if !held.contains(key) && !token.is_cancelled() {
+                tracing::warn!(run_id = %key.0, node_id = %key.1, attempt = key.2, "node taken away from this worker; stopping its agent");
+                token.cancel();
+            }
+        }
+        Ok(())
     }
 
     /// Runs one job to its end. Stale jobs return at once; database errors are returned so the
@@ -46,14 +78,28 @@ impl NodeRunner {
     }
 
     async fn run_job_inner(&self, job: NodeJob) -> crate::error::Result<()> {
-        let Some(claimed) = engine::node_claim(&self.pool, &job, &self.name).await? else {
+        let Some(claimed) = engine::node_claim(&self.pool, &job, &self.name, self.lease).await?
+        else {
             tracing::debug!(run_id = %job.run_id, node_id = %job.node_id, attempt = job.attempt, "stale job, nothing to do");
             return Ok(());
         };
         metrics::histogram!(names::QUEUE_WAIT).record(claimed.queue_wait.as_secs_f64());
+        let key: AttemptKey = (job.run_id, job.node_id.clone(), job.attempt);
+        let cancel = self.shutdown_expired.child_token();
+        self.inflight
+            .lock()
+            .expect("inflight lock")
+            .insert(key.clone(), cancel.clone());
         let started = Instant::now();
-        let result = self.execute(&claimed).await;
+        let mut result = self.execute(&claimed, cancel).await;
         let elapsed = started.elapsed();
+        self.inflight.lock().expect("inflight lock").remove(&key);
+        if let AttemptResult::Failed { error, .. } = &mut result
+            && self.shutdown_expired.is_cancelled()
+            && error == INTERRUPTED
+        {
+            *error = "worker shut down before the attempt finished".to_string();
+        }
         let agent = claimed.node.agent.name.clone();
         let action = claimed.node.action.clone();
         metrics::histogram!(names::AGENT_RUN_DURATION, "agent" => agent.clone(), "action" => action.clone())
@@ -100,7 +146,7 @@ impl NodeRunner {
         Ok(())
     }
 
-    async fn execute(&self, claimed: &Claimed) -> AttemptResult {
+    async fn execute(&self, claimed: &Claimed, cancel: CancellationToken) -> AttemptResult {
         let inputs = match &claimed.inputs {
             Ok(inputs) => inputs,
             // A template that cannot render will not render on a second try either.
@@ -129,6 +175,7 @@ impl NodeRunner {
                 document: &document,
                 timeout: Duration::from_secs(claimed.node.timeout_seconds as u64),
                 env,
+                cancel,
             })
             .await;
         match outcome {
@@ -195,8 +242,9 @@ impl JobHandler for NodeRunner {
     }
 }
 
-/// Runs a worker until `shutdown` resolves and in-flight attempts finish (or the grace
-/// period ends).
+/// Runs a worker until `shutdown` resolves: it stops taking jobs, gives in-flight attempts the
+/// grace period to finish, then hands the rest back (their attempts fail as interrupted and are
+/// retried elsewhere). Lease renewal and the rescuer run beside it.
 pub async fn run(
     pool: PgPool,
     args: &WorkerArgs,
@@ -205,15 +253,69 @@ pub async fn run(
 ) -> Result<(), BoxDynError> {
     let agents_dir =
         std::fs::canonicalize(&args.agents_dir).unwrap_or_else(|_| args.agents_dir.clone());
-    let runner = NodeRunner::new(pool.clone(), Executor::new(agents_dir), name.clone());
+    let lease = Duration::from_millis(args.lease_ttl_ms);
+    let runner = Arc::new(NodeRunner::new(
+        pool.clone(),
+        Executor::new(agents_dir),
+        name.clone(),
+        lease,
+    ));
     tracing::info!(worker = %name, concurrency = args.worker_concurrency, "worker started");
+
+    let background = CancellationToken::new();
+    let renewer = {
+        let runner = runner.clone();
+        let stop = background.clone();
+        tokio::spawn(async move {
+            // Renew well within the lease so one slow round trip does not lose it.
+            let mut tick = tokio::time::interval(lease / 4);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                if let Err(e) = runner.renew_leases().await {
+                    tracing::warn!(error = %e, "lease renewal failed; retrying");
+                }
+            }
+        })
+    };
+    let rescuer_task = tokio::spawn(rescuer::run_loop(
+        pool.clone(),
+        rescuer_config(args),
+        background.clone(),
+    ));
+
+    let grace = Duration::from_secs(args.shutdown_grace_seconds);
+    let expired = runner.shutdown_expired.clone();
+    let shutdown = async move {
+        shutdown.await;
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            expired.cancel();
+        });
+    };
     let config = ConsumerConfig {
         worker_name: name,
         concurrency: args.worker_concurrency as usize,
         poll_interval: Duration::from_millis(args.poll_interval_ms),
         heartbeat: Duration::from_millis(args.heartbeat_ms),
         missed_heartbeats: args.missed_heartbeats as usize,
-        shutdown_grace: Duration::from_secs(args.shutdown_grace_seconds),
+        // Past the grace period, interrupted attempts still need a moment to be recorded.
+        shutdown_grace: grace + Duration::from_secs(10),
     };
-    queue::consume(pool, config, Arc::new(runner), shutdown).await
+    let result = queue::consume(pool, config, runner, shutdown).await;
+    background.cancel();
+    let _ = renewer.await;
+    let _ = rescuer_task.await;
+    result
+}
+
+pub fn rescuer_config(args: &WorkerArgs) -> RescuerConfig {
+    RescuerConfig {
+        interval: Duration::from_millis(args.rescue_interval_ms),
+        ready_after: Duration::from_millis(args.rescue_ready_after_ms),
+        batch: 100,
+    }
 }

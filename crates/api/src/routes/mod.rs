@@ -36,6 +36,8 @@ pub fn router() -> Router<AppState> {
             get(runs::get_in_workflow),
         )
         .route("/api/runs/{run_id}", get(runs::get))
+        .route("/api/runs/{run_id}/cancel", post(runs::cancel))
+        .route("/api/runs/{run_id}/retry", post(runs::retry))
         .route("/metrics", get(crate::metrics_text))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async {

@@ -1,7 +1,7 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use orchestration_core::domain::{RunDetail, RunStatus};
 use orchestration_core::engine;
 use orchestration_core::store::{runs, workflows};
@@ -19,37 +19,99 @@ struct TriggerBody {
     context: Option<Value>,
 }
 
-/// The body is optional: an empty POST triggers with an empty context.
+/// Parses an optional JSON body: empty means the default.
+fn optional_body<T: serde::de::DeserializeOwned + Default>(body: &Bytes) -> Result<T, ApiError> {
+    if body.iter().all(|b| b.is_ascii_whitespace()) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        if e.is_data() {
+            ApiError::Unprocessable(format!("invalid request body: {e}"))
+        } else {
+            ApiError::BadRequest(format!("malformed JSON: {e}"))
+        }
+    })
+}
+
+/// The body is optional: an empty POST triggers with an empty context. An `Idempotency-Key`
+/// header makes repeated triggers return the first run (200) instead of starting another.
 pub async fn trigger(
     State(state): State<AppState>,
     ProjectScope(project): ProjectScope,
     Path(id): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let id = parse_id(&id, "workflow")?;
-    let body: TriggerBody = if body.iter().all(|b| b.is_ascii_whitespace()) {
-        TriggerBody::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            if e.is_data() {
-                ApiError::Unprocessable(format!("invalid request body: {e}"))
-            } else {
-                ApiError::BadRequest(format!("malformed JSON: {e}"))
-            }
-        })?
+    let body: TriggerBody = optional_body(&body)?;
+    let key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| ApiError::BadRequest("Idempotency-Key must be visible ASCII".into()))?
+                .to_string(),
+        ),
     };
     let context = body.context.unwrap_or_else(|| json!({}));
-    let run = engine::run_trigger(&state.pool, project, id, context, "manual").await?;
-    metrics::counter!(
-        orchestration_core::telemetry::names::RUNS_STARTED,
-        "workflow" => run.workflow_name.clone(),
-        "trigger" => "manual"
-    )
-    .increment(1);
+    let triggered =
+        engine::run_trigger(&state.pool, project, id, context, "manual", key.as_deref()).await?;
+    let run = triggered.run;
+    if triggered.created {
+        metrics::counter!(
+            orchestration_core::telemetry::names::RUNS_STARTED,
+            "workflow" => run.workflow_name.clone(),
+            "trigger" => "manual"
+        )
+        .increment(1);
+    }
+    let status = if triggered.created {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
     Ok((
-        StatusCode::ACCEPTED,
+        status,
         Json(json!({"runId": run.id, "status": run.status, "workflowId": run.workflow_id})),
     ))
+}
+
+pub async fn cancel(
+    State(state): State<AppState>,
+    ProjectScope(project): ProjectScope,
+    Path(run_id): Path<String>,
+) -> ApiResult<Json<RunDetail>> {
+    let run_id = parse_id(&run_id, "run")?;
+    engine::run_cancel(&state.pool, project, run_id, "cancelled by request").await?;
+    let mut conn = state
+        .pool
+        .acquire()
+        .await
+        .map_err(orchestration_core::Error::from)?;
+    Ok(Json(runs::run_get(&mut conn, project, run_id).await?))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RetryBody {
+    #[serde(default)]
+    context: Option<Value>,
+}
+
+pub async fn retry(
+    State(state): State<AppState>,
+    ProjectScope(project): ProjectScope,
+    Path(run_id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<RunDetail>> {
+    let run_id = parse_id(&run_id, "run")?;
+    let body: RetryBody = optional_body(&body)?;
+    engine::run_retry(&state.pool, project, run_id, body.context).await?;
+    let mut conn = state
+        .pool
+        .acquire()
+        .await
+        .map_err(orchestration_core::Error::from)?;
+    Ok(Json(runs::run_get(&mut conn, project, run_id).await?))
 }
 
 #[derive(Deserialize)]

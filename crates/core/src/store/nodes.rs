@@ -17,25 +17,28 @@ pub async fn node_claim(
     node_id: &str,
     attempt: i32,
     worker: &str,
-    lease_seconds: i64,
-) -> Result<Option<DateTime<Utc>>> {
-    let ready_at: Option<Option<DateTime<Utc>>> = sqlx::query_scalar(
+    lease_ms: i64,
+) -> Result<Option<(DateTime<Utc>, i32)>> {
+    let row = sqlx::query(
         "UPDATE node_states n
          SET status = 'RUNNING', attempts = $3, started_at = coalesce(n.started_at, now()),
-             locked_by = $4, lease_expires_at = now() + make_interval(secs => $5)
+             locked_by = $4, lease_expires_at = now() + make_interval(secs => $5 / 1000.0)
          FROM workflow_runs r
          WHERE n.run_id = $1 AND n.node_id = $2 AND n.status = 'READY' AND n.attempts = $3 - 1
            AND r.id = n.run_id AND r.status IN ('PENDING', 'RUNNING')
-         RETURNING n.ready_at",
+         RETURNING n.ready_at, n.attempt_base",
     )
     .bind(run_id)
     .bind(node_id)
     .bind(attempt)
     .bind(worker)
-    .bind(lease_seconds as f64)
+    .bind(lease_ms as f64)
     .fetch_optional(db)
     .await?;
-    Ok(ready_at.map(|r| r.unwrap_or_else(Utc::now)))
+    Ok(row.map(|r| {
+        let ready_at: Option<DateTime<Utc>> = r.get("ready_at");
+        (ready_at.unwrap_or_else(Utc::now), r.get("attempt_base"))
+    }))
 }
 
 /// Outputs of the COMPLETED nodes among `node_ids`, for rendering templates.
@@ -267,4 +270,174 @@ pub async fn node_progress(conn: &mut PgConnection, run_id: Uuid) -> Result<RunP
         open,
         first_failure: failure.map(|r| (r.get("node_id"), r.get("error"))),
     })
+}
+
+/// Extends the lease of every node this worker holds; returns the attempts it still holds.
+/// An attempt missing from the answer was taken away (cancelled or rescued) and must stop.
+pub async fn node_lease_renew(
+    db: impl PgExecutor<'_>,
+    worker: &str,
+    lease_ms: i64,
+) -> Result<Vec<(Uuid, String, i32)>> {
+    let rows = sqlx::query(
+        "UPDATE node_states SET lease_expires_at = now() + make_interval(secs => $2 / 1000.0)
+         WHERE status = 'RUNNING' AND locked_by = $1
+         RETURNING run_id, node_id, attempts",
+    )
+    .bind(worker)
+    .bind(lease_ms as f64)
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.get("run_id"), r.get("node_id"), r.get("attempts")))
+        .collect())
+}
+
+/// A RUNNING node whose holder stopped renewing its lease.
+#[derive(Debug, Clone)]
+pub struct ExpiredLease {
+    pub run_id: Uuid,
+    pub node_id: String,
+    pub attempt: i32,
+    pub attempt_base: i32,
+    pub locked_by: Option<String>,
+}
+
+pub async fn node_expired_leases(db: impl PgExecutor<'_>, limit: i64) -> Result<Vec<ExpiredLease>> {
+    let rows = sqlx::query(
+        "SELECT run_id, node_id, attempts, attempt_base, locked_by FROM node_states
+         WHERE status = 'RUNNING' AND lease_expires_at < now()
+         ORDER BY lease_expires_at LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(db)
+    .await?;
+    Ok(rows.iter().map(expired_from_row).collect())
+}
+
+fn expired_from_row(r: &sqlx::postgres::PgRow) -> ExpiredLease {
+    ExpiredLease {
+        run_id: r.get("run_id"),
+        node_id: r.get("node_id"),
+        attempt: r.get("attempts"),
+        attempt_base: r.get("attempt_base"),
+        locked_by: r.get("locked_by"),
+    }
+}
+
+/// Re-reads an expired lease under lock; `None` when it was renewed or closed meanwhile.
+pub async fn node_expired_lease_lock(
+    conn: &mut PgConnection,
+    run_id: Uuid,
+    node_id: &str,
+    attempt: i32,
+) -> Result<Option<ExpiredLease>> {
+    let row = sqlx::query(
+        "SELECT run_id, node_id, attempts, attempt_base, locked_by FROM node_states
+         WHERE run_id = $1 AND node_id = $2 AND attempts = $3 AND status = 'RUNNING' AND lease_expires_at < now()
+         FOR UPDATE",
+    )
+    .bind(run_id)
+    .bind(node_id)
+    .bind(attempt)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.as_ref().map(expired_from_row))
+}
+
+/// READY nodes of running runs that have waited longer than `older_than_ms`: their job may
+/// have been lost, so the rescuer makes sure one is live. Returns (run, node, next attempt).
+pub async fn node_ready_waiting(
+    db: impl PgExecutor<'_>,
+    older_than_ms: i64,
+    limit: i64,
+) -> Result<Vec<(Uuid, String, i32)>> {
+    let rows = sqlx::query(
+        "SELECT n.run_id, n.node_id, n.attempts + 1 AS attempt FROM node_states n
+         JOIN workflow_runs r ON r.id = n.run_id AND r.status = 'RUNNING'
+         WHERE n.status = 'READY' AND n.ready_at < now() - make_interval(secs => $1 / 1000.0)
+         ORDER BY n.ready_at LIMIT $2",
+    )
+    .bind(older_than_ms as f64)
+    .bind(limit)
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.get("run_id"), r.get("node_id"), r.get("attempt")))
+        .collect())
+}
+
+/// Node statuses of a run, locked, for repairs and run control.
+pub async fn node_statuses_lock(
+    conn: &mut PgConnection,
+    run_id: Uuid,
+) -> Result<Vec<(String, String, i32)>> {
+    let rows = sqlx::query("SELECT node_id, status, attempts FROM node_states WHERE run_id = $1 ORDER BY node_id FOR UPDATE")
+        .bind(run_id)
+        .fetch_all(conn)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.get("node_id"), r.get("status"), r.get("attempts")))
+        .collect())
+}
+
+/// Makes a PENDING node READY (its dependencies all completed); used by repairs and retries.
+pub async fn node_set_ready(db: impl PgExecutor<'_>, run_id: Uuid, node_id: &str) -> Result<bool> {
+    let done = sqlx::query(
+        "UPDATE node_states SET status = 'READY', pending_deps = 0, ready_at = now()
+         WHERE run_id = $1 AND node_id = $2 AND status = 'PENDING'",
+    )
+    .bind(run_id)
+    .bind(node_id)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Every node that has not finished becomes CANCELLED; their open attempts are closed.
+pub async fn node_cancel_open(conn: &mut PgConnection, run_id: Uuid, reason: &str) -> Result<u64> {
+    sqlx::query(
+        "UPDATE agent_runs SET status = 'FAILED', error = $2, finished_at = now(),
+                duration_ms = (extract(epoch FROM now() - started_at) * 1000)::bigint
+         WHERE run_id = $1 AND status = 'RUNNING'",
+    )
+    .bind(run_id)
+    .bind(reason)
+    .execute(&mut *conn)
+    .await?;
+    let done = sqlx::query(
+        "UPDATE node_states SET status = 'CANCELLED', error = $2, finished_at = now(), locked_by = NULL, lease_expires_at = NULL
+         WHERE run_id = $1 AND status IN ('PENDING', 'READY', 'RUNNING', 'WAITING_APPROVAL')",
+    )
+    .bind(run_id)
+    .bind(reason)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Resets one unfinished node for a new generation of its run: its attempts so far become the
+/// base its retry policy counts from.
+pub async fn node_reset_for_retry(
+    conn: &mut PgConnection,
+    run_id: Uuid,
+    node_id: &str,
+    pending_deps: i32,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE node_states
+         SET status = CASE WHEN $3 = 0 THEN 'READY' ELSE 'PENDING' END, pending_deps = $3,
+             ready_at = CASE WHEN $3 = 0 THEN now() END, attempt_base = attempts,
+             output = NULL, error = NULL, finished_at = NULL, locked_by = NULL, lease_expires_at = NULL
+         WHERE run_id = $1 AND node_id = $2 AND status <> 'COMPLETED'",
+    )
+    .bind(run_id)
+    .bind(node_id)
+    .bind(pending_deps)
+    .execute(conn)
+    .await?;
+    Ok(())
 }

@@ -10,6 +10,9 @@ use crate::domain::{
 };
 use crate::error::{Error, Result};
 
+/// The conflict message of a concurrent trigger that lost the race for an idempotency key.
+pub const IDEMPOTENCY_CONFLICT: &str = "idempotency key taken by a concurrent trigger";
+
 const COLUMNS: &str = "id, workflow_id, workflow_name, workflow_version, trigger, status, context, error, created_at, started_at, finished_at";
 
 fn from_row(row: &PgRow) -> Result<RunSummary> {
@@ -38,14 +41,15 @@ pub struct NewRun<'a> {
     pub plan: &'a RunPlan,
     pub trigger: &'a str,
     pub context: &'a Value,
+    pub idempotency_key: Option<&'a str>,
 }
 
 /// Inserts a run that starts now, with a node state per planned node: roots READY, the rest
 /// PENDING on their dependencies.
 pub async fn run_insert(conn: &mut PgConnection, run: &NewRun<'_>) -> Result<RunSummary> {
     let sql = format!(
-        "INSERT INTO workflow_runs (id, project_id, workflow_id, workflow_version, workflow_name, definition, trigger, status, context, started_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 'RUNNING', $8, now()) RETURNING {COLUMNS}"
+        "INSERT INTO workflow_runs (id, project_id, workflow_id, workflow_version, workflow_name, definition, trigger, status, context, started_at, idempotency_key)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 'RUNNING', $8, now(), $9) RETURNING {COLUMNS}"
     );
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(run.id)
@@ -56,8 +60,17 @@ pub async fn run_insert(conn: &mut PgConnection, run: &NewRun<'_>) -> Result<Run
         .bind(Json(run.plan))
         .bind(run.trigger)
         .bind(Json(run.context))
+        .bind(run.idempotency_key)
         .fetch_one(&mut *conn)
-        .await?;
+        .await
+        .map_err(|e| match &e {
+            sqlx::Error::Database(db)
+                if db.constraint() == Some("workflow_runs_idempotency_key") =>
+            {
+                Error::Conflict(IDEMPOTENCY_CONFLICT.to_string())
+            }
+            _ => Error::Database(e),
+        })?;
     let summary = from_row(&row)?;
 
     let mut ids = Vec::with_capacity(run.plan.nodes.len());
@@ -243,4 +256,103 @@ pub async fn run_finish(
     .fetch_optional(conn)
     .await?;
     Ok(row.map(|r| (r.get("started_at"), r.get("finished_at"))))
+}
+
+/// The run an earlier trigger with this idempotency key created.
+pub async fn run_find_by_key(
+    db: impl PgExecutor<'_>,
+    project_id: i64,
+    key: &str,
+) -> Result<Option<RunSummary>> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM workflow_runs WHERE project_id = $1 AND idempotency_key = $2"
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(project_id)
+        .bind(key)
+        .fetch_optional(db)
+        .await?;
+    row.as_ref().map(from_row).transpose()
+}
+
+/// Locks a run of `project_id` for run control; NotFound when it is not theirs.
+pub async fn run_lock_in_project(
+    conn: &mut PgConnection,
+    project_id: i64,
+    run_id: Uuid,
+) -> Result<RunStatus> {
+    let status: Option<String> = sqlx::query_scalar(
+        "SELECT status FROM workflow_runs WHERE id = $1 AND project_id = $2 FOR UPDATE",
+    )
+    .bind(run_id)
+    .bind(project_id)
+    .fetch_optional(conn)
+    .await?;
+    let Some(status) = status else {
+        return Err(Error::NotFound("run"));
+    };
+    super::decode(RunStatus::parse(&status), "run status", &status)
+}
+
+/// Starts a new generation of a finished run, with `context_patch` merged over its context.
+pub async fn run_restart(
+    conn: &mut PgConnection,
+    run_id: Uuid,
+    context_patch: Option<&Value>,
+) -> Result<RunSummary> {
+    let sql = format!(
+        "UPDATE workflow_runs SET status = 'RUNNING', error = NULL, finished_at = NULL, generation = generation + 1,
+                context = context || coalesce($2, '{{}}'::jsonb)
+         WHERE id = $1 RETURNING {COLUMNS}"
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(run_id)
+        .bind(context_patch.map(Json))
+        .fetch_one(conn)
+        .await?;
+    from_row(&row)
+}
+
+/// Runs still going whose nodes are all finished: the rescuer closes them.
+pub async fn run_unfinalized(db: impl PgExecutor<'_>, limit: i64) -> Result<Vec<Uuid>> {
+    Ok(sqlx::query_scalar(
+        "SELECT r.id FROM workflow_runs r
+         WHERE r.status IN ('PENDING', 'RUNNING', 'WAITING_APPROVAL')
+           AND NOT EXISTS (SELECT 1 FROM node_states n WHERE n.run_id = r.id
+                           AND n.status IN ('PENDING', 'READY', 'RUNNING', 'WAITING_APPROVAL'))
+         LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(db)
+    .await?)
+}
+
+/// Runs going for longer than `older_than_ms` in which nothing is READY, RUNNING or waiting for
+/// approval, yet something is PENDING: no event will ever move them, so the rescuer looks.
+pub async fn run_stalled(
+    db: impl PgExecutor<'_>,
+    older_than_ms: i64,
+    limit: i64,
+) -> Result<Vec<Uuid>> {
+    Ok(sqlx::query_scalar(
+        "SELECT r.id FROM workflow_runs r
+         WHERE r.status = 'RUNNING' AND r.started_at < now() - make_interval(secs => $1 / 1000.0)
+           AND EXISTS (SELECT 1 FROM node_states n WHERE n.run_id = r.id AND n.status = 'PENDING')
+           AND NOT EXISTS (SELECT 1 FROM node_states n WHERE n.run_id = r.id
+                           AND n.status IN ('READY', 'RUNNING', 'WAITING_APPROVAL'))
+         LIMIT $2",
+    )
+    .bind(older_than_ms as f64)
+    .bind(limit)
+    .fetch_all(db)
+    .await?)
+}
+
+pub async fn run_find(db: impl PgExecutor<'_>, run_id: Uuid) -> Result<RunSummary> {
+    let sql = format!("SELECT {COLUMNS} FROM workflow_runs WHERE id = $1");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(run_id)
+        .fetch_one(db)
+        .await?;
+    from_row(&row)
 }

@@ -1,0 +1,233 @@
+//! The rescuer finds what should not exist and repairs it:
+//! - a RUNNING node whose lease expired (its worker died): the attempt is closed as FAILED
+//!   ("worker lost") and the node's retry policy decides what comes next;
+//! - a READY node that has waited long and whose job is not live: the job is revived;
+//! - a run whose nodes are all finished but which is not: it is finished;
+//! - a running run in which nothing can move though nodes are PENDING: their readiness is
+//!   recomputed from the plan.
+//!
+//! Every repair takes the run's row lock and re-checks the condition under it, so two rescuers
+//! (or a rescuer and a worker) never repair the same thing twice.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::domain::NodeStatus;
+use crate::engine::{self, AttemptResult};
+use crate::error::Result;
+use crate::queue::{self, NodeJob};
+use crate::store::{nodes, runs};
+use crate::telemetry::names;
+
+#[derive(Debug, Clone)]
+pub struct RescuerConfig {
+    pub interval: Duration,
+    /// A READY node older than this has its job checked.
+    pub ready_after: Duration,
+    /// Most repairs of each kind per pass, so one pass stays short.
+    pub batch: i64,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Repairs {
+    pub expired_leases: u64,
+    pub lost_jobs: u64,
+    pub unfinalized_runs: u64,
+    pub stalled_runs: u64,
+}
+
+impl Repairs {
+    pub fn total(&self) -> u64 {
+        self.expired_leases + self.lost_jobs + self.unfinalized_runs + self.stalled_runs
+    }
+}
+
+pub async fn run_once(pool: &PgPool, config: &RescuerConfig) -> Result<Repairs> {
+    let mut repairs = Repairs::default();
+    for lease in nodes::node_expired_leases(pool, config.batch).await? {
+        if rescue_expired_lease(pool, &lease).await? {
+            repairs.expired_leases += 1;
+            count("expired_lease");
+        }
+    }
+    let waiting =
+        nodes::node_ready_waiting(pool, config.ready_after.as_millis() as i64, config.batch)
+            .await?;
+    if !waiting.is_empty() {
+        let jobs = waiting
+            .into_iter()
+            .map(|(run_id, node_id, attempt)| NodeJob {
+                run_id,
+                node_id,
+                attempt,
+            })
+            .collect();
+        let mut tx = pool.begin().await?;
+        let revived = queue::ensure_live(&mut tx, jobs, config.ready_after).await?;
+        tx.commit().await?;
+        if revived > 0 {
+            tracing::warn!(revived, "rescuer revived lost jobs of READY nodes");
+            metrics::counter!(names::RESCUER_REPAIRS, "kind" => "lost_job").increment(revived);
+        }
+        repairs.lost_jobs += revived;
+    }
+    for run_id in runs::run_unfinalized(pool, config.batch).await? {
+        if finish_run(pool, run_id).await? {
+            repairs.unfinalized_runs += 1;
+            count("unfinalized_run");
+        }
+    }
+    for run_id in
+        runs::run_stalled(pool, config.ready_after.as_millis() as i64, config.batch).await?
+    {
+        if unstall_run(pool, run_id).await? {
+            repairs.stalled_runs += 1;
+            count("stalled_run");
+        }
+    }
+    Ok(repairs)
+}
+
+fn count(kind: &'static str) {
+    metrics::counter!(names::RESCUER_REPAIRS, "kind" => kind).increment(1);
+}
+
+async fn rescue_expired_lease(pool: &PgPool, lease: &nodes::ExpiredLease) -> Result<bool> {
+    let mut tx = pool.begin().await?;
+    runs::run_lock(&mut tx, lease.run_id).await?;
+    let Some(lease) =
+        nodes::node_expired_lease_lock(&mut tx, lease.run_id, &lease.node_id, lease.attempt)
+            .await?
+    else {
+        return Ok(false);
+    };
+    let Some(node) = runs::run_get_for_node(&mut *tx, lease.run_id, &lease.node_id)
+        .await?
+        .and_then(|r| r.node)
+    else {
+        return Ok(false);
+    };
+    let holder = lease.locked_by.as_deref().unwrap_or("unknown");
+    let job = NodeJob {
+        run_id: lease.run_id,
+        node_id: lease.node_id.clone(),
+        attempt: lease.attempt,
+    };
+    let result = AttemptResult::Failed {
+        error: format!("worker lost: {holder} stopped renewing its lease on this attempt"),
+        retryable: true,
+        exit_code: None,
+    };
+    let recorded =
+        engine::attempt_record_locked(&mut tx, &job, &node, lease.attempt_base, &result).await?;
+    tx.commit().await?;
+    tracing::warn!(
+        run_id = %job.run_id, node_id = %job.node_id, attempt = job.attempt, worker = holder,
+        effect = ?recorded.effect, "rescuer took back a node from a lost worker"
+    );
+    Ok(true)
+}
+
+async fn finish_run(pool: &PgPool, run_id: Uuid) -> Result<bool> {
+    let mut tx = pool.begin().await?;
+    runs::run_lock(&mut tx, run_id).await?;
+    let finished = engine::run_finish_if_done(&mut tx, run_id).await?;
+    tx.commit().await?;
+    if let Some((status, _)) = finished {
+        tracing::warn!(run_id = %run_id, status = %status, "rescuer finished a run whose nodes were all done");
+    }
+    Ok(finished.is_some())
+}
+
+async fn unstall_run(pool: &PgPool, run_id: Uuid) -> Result<bool> {
+    let mut tx = pool.begin().await?;
+    runs::run_lock(&mut tx, run_id).await?;
+    let plan = runs::run_plan(&mut *tx, run_id).await?;
+    let states: HashMap<String, (NodeStatus, i32)> = nodes::node_statuses_lock(&mut tx, run_id)
+        .await?
+        .into_iter()
+        .filter_map(|(id, s, attempts)| NodeStatus::parse(&s).map(|s| (id, (s, attempts))))
+        .collect();
+    let moving = states.values().any(|(s, _)| {
+        matches!(
+            s,
+            NodeStatus::Ready | NodeStatus::Running | NodeStatus::WaitingApproval
+        )
+    });
+    if moving {
+        return Ok(false);
+    }
+    let mut ready = Vec::new();
+    let mut skip = Vec::new();
+    for (id, (status, attempts)) in &states {
+        if *status != NodeStatus::Pending {
+            continue;
+        }
+        let Some(node) = plan.nodes.get(id) else {
+            continue;
+        };
+        let dep_status: Vec<NodeStatus> = node
+            .depends_on
+            .iter()
+            .filter_map(|d| states.get(d).map(|(s, _)| *s))
+            .collect();
+        if dep_status.iter().all(|s| *s == NodeStatus::Completed) {
+            ready.push((id.clone(), *attempts));
+        } else if dep_status.iter().any(|s| {
+            matches!(
+                s,
+                NodeStatus::Failed | NodeStatus::Skipped | NodeStatus::Cancelled
+            )
+        }) {
+            skip.push(id.clone());
+        }
+    }
+    let mut jobs = Vec::new();
+    for (id, attempts) in &ready {
+        nodes::node_set_ready(&mut *tx, run_id, id).await?;
+        jobs.push(NodeJob {
+            run_id,
+            node_id: id.clone(),
+            attempt: attempts + 1,
+        });
+    }
+    nodes::node_skip_many(
+        &mut *tx,
+        run_id,
+        &skip,
+        "skipped: an upstream node did not complete",
+    )
+    .await?;
+    queue::ensure_live(&mut tx, jobs, Duration::ZERO).await?;
+    engine::run_finish_if_done(&mut tx, run_id).await?;
+    tx.commit().await?;
+    let repaired = !ready.is_empty() || !skip.is_empty();
+    if repaired {
+        tracing::warn!(run_id = %run_id, ready = ?ready, skipped = ?skip, "rescuer moved a stalled run");
+    }
+    Ok(repaired)
+}
+
+/// Runs [`run_once`] every `config.interval` until `stop` fires.
+pub async fn run_loop(
+    pool: PgPool,
+    config: RescuerConfig,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut tick = tokio::time::interval(config.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match run_once(&pool, &config).await {
+            Ok(r) if r.total() > 0 => tracing::info!(repairs = ?r, "rescuer pass"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "rescuer pass failed; will try again"),
+        }
+    }
+}
