@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+pub mod pg;
+
 pub use reqwest;
 pub use serde_json;
 

@@ -7,7 +7,7 @@ use orchestration_e2e::reqwest::{Method, StatusCode};
 use orchestration_e2e::serde_json::{Value, json};
 use orchestration_e2e::{TestApp, agent_runs, node};
 
-/// Settings that make crash recovery quick enough for tests (defaults are 10 s leases).
+/// Settings that make crash recovery quick enough for tests (the default lease is 8 s).
 const FAST: &[(&str, &str)] = &[
     ("ORCH_LEASE_TTL_MS", "1500"),
     ("ORCH_RESCUE_INTERVAL_MS", "250"),
@@ -611,4 +611,54 @@ async fn sigterm_past_the_grace_period_hands_the_attempt_back() {
         .post(&format!("/api/runs/{run_id}/cancel"), json!({}))
         .await;
     assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_postgres_restart_during_twenty_runs_loses_nothing() {
+    let Some(pg) = orchestration_e2e::pg::PrivatePostgres::start() else {
+        eprintln!("skipped: no private PostgreSQL could be started here");
+        return;
+    };
+    let app = TestApp::spawn_on(&pg.url(), 2, &[]).await;
+    let m = marker();
+    let wf = sleep_then_echo(&app, 1.0, &m).await;
+    let mut run_ids = Vec::new();
+    for _ in 0..20 {
+        run_ids.push(app.trigger(&wf, json!({})).await);
+    }
+    wait_until("agents to be running", Duration::from_secs(20), || async {
+        !pids_with(&m).is_empty()
+    })
+    .await;
+
+    pg.stop();
+    let down_at = Instant::now();
+    // The API says so while the database is away.
+    let (status, health) = app.get("/api/health").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{health}");
+    assert_eq!(health["database"], false);
+    assert_eq!(health["status"], "degraded");
+    let (status, body) = app.get(&format!("/api/runs/{}", run_ids[0])).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], "database_unavailable");
+    tokio::time::sleep(Duration::from_secs(3).saturating_sub(down_at.elapsed())).await;
+    pg.start_again();
+
+    wait_until(
+        "the API to see the database again",
+        Duration::from_secs(30),
+        || async { app.get("/api/health").await.0 == StatusCode::OK },
+    )
+    .await;
+    for run_id in &run_ids {
+        let run = app.wait_for_run(run_id, Duration::from_secs(120)).await;
+        assert_eq!(run["status"], "COMPLETED", "{run:#}\n{}", pg.log());
+        completed_once(&run, "slow");
+        completed_once(&run, "after");
+    }
+    let mut app = app;
+    for w in &mut app.workers {
+        assert!(w.is_alive(), "no worker exits for good during an outage");
+    }
+    assert!(app.api.is_alive());
 }

@@ -46,7 +46,7 @@ pub struct WorkerArgs {
     pub missed_heartbeats: u64,
     /// How long a worker's hold on a running node lasts without renewal; a worker that dies
     /// loses its nodes to the rescuer this long after its last renewal.
-    #[arg(long, env = "ORCH_LEASE_TTL_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(500..=3_600_000))]
+    #[arg(long, env = "ORCH_LEASE_TTL_MS", default_value_t = 8_000, value_parser = clap::value_parser!(u64).range(500..=3_600_000))]
     pub lease_ttl_ms: u64,
     /// How often the rescuer looks for expired leases, lost jobs and unfinished runs.
     #[arg(long, env = "ORCH_RESCUE_INTERVAL_MS", default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
