@@ -662,3 +662,65 @@ async fn a_postgres_restart_during_twenty_runs_loses_nothing() {
     }
     assert!(app.api.is_alive());
 }
+
+#[tokio::test]
+async fn the_rescuer_repairs_lost_jobs_and_unfinished_runs_and_counts_it() {
+    let mut app = TestApp::spawn_with(0, FAST).await;
+    let echo = app
+        .create_agent("echo", "testing/echo", &["echo"], json!({}))
+        .await;
+    let wf = app
+        .create_workflow(json!({"name": "pair", "nodes": [
+            {"id": "a", "agentId": echo, "action": "echo"},
+            {"id": "b", "agentId": echo, "action": "echo", "dependsOn": ["a"]}]}))
+        .await;
+    // A READY node whose queue job vanished.
+    let lost = app.trigger(&wf, json!({})).await;
+    let mut conn = app.db().await;
+    let deleted = sqlx::query(
+        "DELETE FROM apalis.jobs WHERE convert_from(job, 'UTF8')::jsonb->>'runId' = $1",
+    )
+    .bind(&lost)
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(deleted.rows_affected(), 1);
+    // A run whose nodes all finished but which was never closed.
+    let unfinished = app.trigger(&wf, json!({})).await;
+    sqlx::query(
+        "UPDATE node_states SET status = 'COMPLETED', output = '{}', finished_at = now() WHERE run_id = $1::uuid",
+    )
+    .bind(&unfinished)
+    .execute(&mut conn)
+    .await
+    .unwrap();
+
+    let w = app.add_worker();
+    let lost_run = app.wait_for_run(&lost, Duration::from_secs(30)).await;
+    assert_eq!(lost_run["status"], "COMPLETED", "{lost_run:#}");
+    completed_once(&lost_run, "a");
+    let closed = app.wait_for_run(&unfinished, Duration::from_secs(30)).await;
+    assert_eq!(closed["status"], "COMPLETED", "{closed:#}");
+
+    let line = app.workers[w].wait_for_log("worker metrics listening", Duration::from_secs(5));
+    let metrics = app
+        .client
+        .get(format!(
+            "http://{}/metrics",
+            line["metrics_addr"].as_str().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for kind in ["lost_job", "unfinalized_run"] {
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with("orchestration_rescuer_repairs_total") && l.contains(kind)),
+            "no {kind} repair counted:\n{metrics}"
+        );
+    }
+}
