@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+pub mod nats;
 pub mod pg;
 
 pub use reqwest;
@@ -301,6 +302,15 @@ impl TestApp {
         w.wait_for_log("worker started", Duration::from_secs(60));
         self.workers.push(w);
         i
+    }
+
+    /// Starts another API process on the same database (a replica); returns its base URL.
+    pub fn add_api(&mut self) -> String {
+        let mut api = self.api_proc();
+        let line = api.wait_for_log("listening", Duration::from_secs(60));
+        let base = format!("http://{}", line["addr"].as_str().unwrap());
+        self.retired.push(api);
+        base
     }
 
     /// SIGKILLs the API and starts it again (on a new port).

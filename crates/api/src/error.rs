@@ -32,6 +32,7 @@ impl ApiError {
             }
             ApiError::Core(CoreError::NotFound(_)) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Core(CoreError::Conflict(_)) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::Core(CoreError::Forbidden(_)) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::Core(CoreError::Database(e)) if orchestration_core::db::is_transient(e) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable")
             }

@@ -47,6 +47,25 @@ impl FromRequestParts<AppState> for ProjectScope {
     }
 }
 
+/// The `X-Actor` header: who is making the request, for the two-person rule of approvals.
+pub fn actor(headers: &axum::http::HeaderMap) -> Result<Option<String>, ApiError> {
+    match headers.get("x-actor") {
+        None => Ok(None),
+        Some(v) => {
+            let v = v
+                .to_str()
+                .map_err(|_| ApiError::BadRequest("X-Actor must be visible ASCII".into()))?
+                .trim();
+            if v.is_empty() || v.len() > 200 {
+                return Err(ApiError::BadRequest(
+                    "X-Actor must be 1 to 200 characters".into(),
+                ));
+            }
+            Ok(Some(v.to_string()))
+        }
+    }
+}
+
 /// Parses an opaque id from the path; anything that is not one of ours is simply not found.
 pub fn parse_id(raw: &str, what: &'static str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw).map_err(|_| ApiError::Core(orchestration_core::Error::NotFound(what)))

@@ -22,6 +22,9 @@ pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 #[derive(Clone)]
 pub struct AppState {
     pub pool: PgPool,
+    /// Present when NATS_URL is set; health reports its connection.
+    pub nats: Option<orchestration_core::events::nats::async_nats::Client>,
+    pub publisher: orchestration_core::events::nats::Publisher,
     pub metrics: Option<PrometheusHandle>,
     pub started: Instant,
 }

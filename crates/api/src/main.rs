@@ -4,8 +4,10 @@ use std::time::Instant;
 use clap::Parser;
 use orchestration_api::AppState;
 use orchestration_core::config::{DatabaseArgs, LogArgs, WorkerArgs};
+use orchestration_core::events::nats::{self, NatsArgs, Publisher};
 use orchestration_core::{db, telemetry, worker};
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 /// The orchestration REST API (and, with --embedded-workers, its workers in the same process).
 #[derive(Parser, Debug)]
@@ -14,14 +16,13 @@ struct Args {
     /// Address the API listens on.
     #[arg(long, env = "ORCH_LISTEN", default_value = "0.0.0.0:9002")]
     listen: SocketAddr,
-    /// NATS server for event triggers (optional).
-    #[arg(long, env = "NATS_URL")]
-    nats_url: Option<String>,
     /// Workers to run inside this process, so one command gives a working system.
     #[arg(long, env = "ORCH_EMBEDDED_WORKERS", default_value_t = 0)]
     embedded_workers: u32,
     #[command(flatten)]
     database: DatabaseArgs,
+    #[command(flatten)]
+    nats: NatsArgs,
     #[command(flatten)]
     worker: WorkerArgs,
     #[command(flatten)]
@@ -52,9 +53,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("ORCH_LISTEN {}: {e}", args.listen))?;
     let addr = listener.local_addr()?;
-    if args.nats_url.is_some() {
-        tracing::warn!("NATS_URL is set but event triggers are not enabled in this build");
-    }
+    let nats_client = nats::connect(&args.nats)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let publisher = Publisher::new(nats_client.clone());
+    let consumer_stop = CancellationToken::new();
+    let consumer = nats_client.clone().map(|client| {
+        tokio::spawn(nats::consume(
+            client,
+            pool.clone(),
+            args.nats.clone(),
+            consumer_stop.clone(),
+        ))
+    });
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut workers = Vec::new();
@@ -63,11 +74,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let worker_args = args.worker.clone();
         let mut rx = stop_rx.clone();
         let name = worker::unique_name(&format!("embedded{i}"));
+        let publisher = publisher.clone();
         workers.push(tokio::spawn(async move {
             let shutdown = async move {
                 let _ = rx.wait_for(|stop| *stop).await;
             };
-            if let Err(e) = worker::run(pool, &worker_args, name, shutdown).await {
+            if let Err(e) = worker::run(pool, &worker_args, name, publisher, shutdown).await {
                 tracing::error!(error = %e, "embedded worker stopped");
             }
         }));
@@ -76,6 +88,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     tracing::info!(addr = %addr, embedded_workers = args.embedded_workers, "listening");
     let state = AppState {
         pool,
+        nats: nats_client,
+        publisher,
         metrics: Some(metrics),
         started: Instant::now(),
     };
@@ -89,6 +103,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let _ = stop_tx.send(true);
     });
     orchestration_api::serve(listener, state, shutdown).await?;
+    consumer_stop.cancel();
+    if let Some(c) = consumer {
+        let _ = c.await;
+    }
     for w in workers {
         let _ = w.await;
     }

@@ -102,6 +102,12 @@ impl Dag {
             if let Some(retry) = &node.retry {
                 retry.validate(&format!("node \"{}\" retry", node.id))?;
             }
+            if let Some(t) = node.approval.as_ref().and_then(|a| a.timeout_seconds) {
+                crate::domain::validate_timeout(
+                    &format!("node \"{}\" approval.timeoutSeconds", node.id),
+                    t,
+                )?;
+            }
             if let Some(t) = node.timeout_seconds {
                 crate::domain::validate_timeout(
                     &format!("node \"{}\" timeoutSeconds", node.id),
@@ -178,6 +184,19 @@ impl Dag {
                 .timeout_seconds
                 .or(agent.timeout_seconds)
                 .unwrap_or(limits::DEFAULT_TIMEOUT_SECONDS);
+            let approval_timeout_seconds = match &node.approval {
+                Some(a) if a.required => Some(
+                    a.timeout_seconds
+                        .unwrap_or(crate::domain::DEFAULT_APPROVAL_TIMEOUT_SECONDS),
+                ),
+                _ if agent.risk_level == crate::domain::RiskLevel::ApprovalRequired => Some(
+                    node.approval
+                        .as_ref()
+                        .and_then(|a| a.timeout_seconds)
+                        .unwrap_or(crate::domain::DEFAULT_APPROVAL_TIMEOUT_SECONDS),
+                ),
+                _ => None,
+            };
             let mut depends_on: Vec<String> = Vec::new();
             for d in &node.depends_on {
                 if !depends_on.contains(d) {
@@ -210,8 +229,23 @@ impl Dag {
                         .collect(),
                     retry,
                     timeout_seconds,
+                    approval_timeout_seconds,
+                    gated_dependents: Vec::new(),
                 },
             );
+        }
+        let gated: Vec<String> = nodes
+            .values()
+            .filter(|n| n.approval_timeout_seconds.is_some())
+            .map(|n| n.id.clone())
+            .collect();
+        for id in gated {
+            let parents = nodes[&id].depends_on.clone();
+            for p in parents {
+                if let Some(parent) = nodes.get_mut(&p) {
+                    parent.gated_dependents.push(id.clone());
+                }
+            }
         }
         RunPlan { nodes }
     }
@@ -351,6 +385,7 @@ mod tests {
             depends_on: deps.iter().map(|d| d.to_string()).collect(),
             retry: None,
             timeout_seconds: None,
+            approval: None,
         }
     }
 

@@ -311,7 +311,23 @@ pub struct NodeSpec {
     pub retry: Option<RetryPolicy>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_seconds: Option<u32>,
+    /// `{"required": true}` makes the node wait for a person even if its agent does not ask.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalSpec>,
 }
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApprovalSpec {
+    #[serde(default)]
+    pub required: bool,
+    /// How long the request stays open before the node fails (default one day).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u32>,
+}
+
+/// How long an approval request waits for a decision unless the node says otherwise.
+pub const DEFAULT_APPROVAL_TIMEOUT_SECONDS: u32 = 24 * 3600;
 
 fn empty_object() -> Value {
     Value::Object(Default::default())
@@ -377,6 +393,12 @@ pub struct PlannedNode {
     pub reads: Vec<String>,
     pub retry: RetryPolicy,
     pub timeout_seconds: u32,
+    /// Seconds an approval request stays open, when the node needs one before it starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_timeout_seconds: Option<u32>,
+    /// Dependents that need an approval: only these need more than a job when released.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gated_dependents: Vec<String>,
 }
 
 /// The frozen definition a run executes (`workflow_runs.definition`). Nodes are keyed by id
@@ -437,6 +459,51 @@ status_enum!(
     }
 );
 
+status_enum!(
+    /// PENDING until decided; EXPIRED after its timeout; CANCELLED with its run.
+    ApprovalStatus {
+        Pending => "PENDING",
+        Approved => "APPROVED",
+        Rejected => "REJECTED",
+        Expired => "EXPIRED",
+        Cancelled => "CANCELLED",
+    }
+);
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Approval {
+    pub id: Uuid,
+    pub run_id: Uuid,
+    pub node_id: String,
+    pub status: ApprovalStatus,
+    pub agent_name: String,
+    pub action: String,
+    pub input: Option<Value>,
+    pub requested_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub decided_by: Option<String>,
+    pub decided_at: Option<DateTime<Utc>>,
+    pub comment: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Alert {
+    pub id: Uuid,
+    pub fingerprint: String,
+    pub status: String,
+    pub alertname: String,
+    pub labels: Value,
+    pub annotations: Value,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: Option<DateTime<Utc>>,
+    pub generator_url: Option<String>,
+    pub receiver: Option<String>,
+    pub first_received_at: DateTime<Utc>,
+    pub last_received_at: DateTime<Utc>,
+}
+
 status_enum!(AgentRunStatus {
     Running => "RUNNING",
     Completed => "COMPLETED",
@@ -478,6 +545,8 @@ pub struct AgentRun {
 #[serde(rename_all = "camelCase")]
 pub struct RunSummary {
     pub id: Uuid,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub triggered_by: Option<String>,
     pub workflow_id: Uuid,
     pub workflow_name: String,
     pub workflow_version: i32,
@@ -497,6 +566,7 @@ pub struct RunDetail {
     pub run: RunSummary,
     pub nodes: Vec<NodeState>,
     pub agent_runs: Vec<AgentRun>,
+    pub approvals: Vec<Approval>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -13,7 +13,7 @@ use crate::dag::Dag;
 use crate::domain::{PlannedNode, RunStatus, RunSummary};
 use crate::error::{Error, Invalid, Result};
 use crate::queue::{self, NodeJob};
-use crate::store::{agents, nodes, runs, workflows};
+use crate::store::{agents, approvals, nodes, runs, workflows};
 use crate::template::{self, Scope};
 
 /// Starts a run of a workflow: the run, its node states and the jobs of its root nodes are
@@ -26,44 +26,47 @@ pub struct Triggered {
     pub created: bool,
 }
 
-pub async fn run_trigger(
-    pool: &PgPool,
-    project_id: i64,
-    workflow_id: Uuid,
-    context: Value,
-    trigger: &str,
-    idempotency_key: Option<&str>,
-) -> Result<Triggered> {
-    if !context.is_object() {
-        return Err(Invalid::new("context must be a JSON object").into());
-    }
-    if let Some(key) = idempotency_key {
+/// Everything that starts a run.
+#[derive(Debug, Clone)]
+pub struct TriggerRequest<'a> {
+    pub project_id: i64,
+    pub workflow_id: Uuid,
+    pub context: Value,
+    /// `manual`, `event` or `alert`.
+    pub trigger: &'a str,
+    pub idempotency_key: Option<&'a str>,
+    /// Who asked (X-Actor), so they cannot approve their own run.
+    pub actor: Option<&'a str>,
+}
+
+pub async fn run_trigger(pool: &PgPool, req: TriggerRequest<'_>) -> Result<Triggered> {
+    if let Some(key) = req.idempotency_key {
         if key.is_empty() || key.len() > 255 {
             return Err(Invalid::new("Idempotency-Key must be 1 to 255 characters").into());
         }
-        if let Some(run) = runs::run_find_by_key(pool, project_id, key).await? {
-            return replayed(run, workflow_id);
+        if let Some(run) = runs::run_find_by_key(pool, req.project_id, key).await? {
+            return replayed(run, req.workflow_id);
         }
     }
-    match run_trigger_once(
-        pool,
-        project_id,
-        workflow_id,
-        context,
-        trigger,
-        idempotency_key,
-    )
-    .await
-    {
+    let attempt = async {
+        let mut tx = pool.begin().await?;
+        let run = run_create(&mut tx, &req).await?;
+        tx.commit().await?;
+        Ok::<_, Error>(run)
+    };
+    match attempt.await {
         // A concurrent trigger with the same key committed first: answer with its run.
         Err(Error::Conflict(m)) if m == runs::IDEMPOTENCY_CONFLICT => {
-            let key = idempotency_key.unwrap_or_default();
-            match runs::run_find_by_key(pool, project_id, key).await? {
-                Some(run) => replayed(run, workflow_id),
+            let key = req.idempotency_key.unwrap_or_default();
+            match runs::run_find_by_key(pool, req.project_id, key).await? {
+                Some(run) => replayed(run, req.workflow_id),
                 None => Err(Error::conflict(m)),
             }
         }
-        other => other.map(|run| Triggered { run, created: true }),
+        other => other.map(|run| {
+            tracing::info!(run_id = %run.id, workflow = %run.workflow_name, trigger = req.trigger, "run started");
+            Triggered { run, created: true }
+        }),
     }
 }
 
@@ -79,16 +82,16 @@ fn replayed(run: RunSummary, workflow_id: Uuid) -> Result<Triggered> {
     })
 }
 
-async fn run_trigger_once(
-    pool: &PgPool,
-    project_id: i64,
-    workflow_id: Uuid,
-    context: Value,
-    trigger: &str,
-    idempotency_key: Option<&str>,
+/// Writes a run, its node states and what its root nodes need (jobs, or approval requests)
+/// inside the caller's transaction.
+pub async fn run_create(
+    tx: &mut sqlx::PgConnection,
+    req: &TriggerRequest<'_>,
 ) -> Result<RunSummary> {
-    let mut tx = pool.begin().await?;
-    let workflow = workflows::workflow_get_for_trigger(&mut tx, project_id, workflow_id).await?;
+    if !req.context.is_object() {
+        return Err(Invalid::new("context must be a JSON object").into());
+    }
+    let workflow = workflows::workflow_get_for_trigger(tx, req.project_id, req.workflow_id).await?;
     if workflow.status != crate::domain::WorkflowStatus::Active {
         return Err(Error::conflict(format!(
             "workflow \"{}\" is {}; activate it to trigger runs",
@@ -97,7 +100,7 @@ async fn run_trigger_once(
         )));
     }
     let refs: Vec<String> = workflow.nodes.iter().map(|n| n.agent_id.clone()).collect();
-    let agents = agents::agent_resolve_many(&mut tx, project_id, &refs).await?;
+    let agents = agents::agent_resolve_many(tx, req.project_id, &refs).await?;
     // The workflow was valid when saved, but an agent it uses may have changed since.
     let dag = Dag::parse(workflow.nodes.clone(), &agents).map_err(|e| {
         Error::conflict(format!(
@@ -108,37 +111,116 @@ async fn run_trigger_once(
     let plan = dag.plan(&agents);
     let run_id = Uuid::now_v7();
     let summary = runs::run_insert(
-        &mut tx,
+        tx,
         &runs::NewRun {
             id: run_id,
-            project_id,
-            workflow_id,
+            project_id: req.project_id,
+            workflow_id: req.workflow_id,
             workflow_version: workflow.version,
             workflow_name: &workflow.name,
             plan: &plan,
-            trigger,
-            context: &context,
-            idempotency_key,
+            trigger: req.trigger,
+            context: &req.context,
+            idempotency_key: req.idempotency_key,
+            triggered_by: req.actor,
         },
     )
     .await?;
-    let jobs = dag
-        .roots()
-        .map(|id| {
-            (
-                NodeJob {
-                    run_id,
-                    node_id: id.to_string(),
-                    attempt: 1,
-                },
-                None,
-            )
-        })
-        .collect();
-    queue::enqueue(&mut tx, jobs).await?;
-    tx.commit().await?;
-    tracing::info!(run_id = %run_id, workflow = %workflow.name, trigger, "run started");
+    let roots: Vec<(String, i32)> = dag.roots().map(|id| (id.to_string(), 1)).collect();
+    let gated = dispatch_ready(tx, run_id, roots, Some(&plan), Dispatch::Enqueue).await?;
+    if gated {
+        // The run waits for an approval already.
+        return runs::run_find(&mut *tx, run_id).await;
+    }
     Ok(summary)
+}
+
+/// How jobs of newly READY nodes get into the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dispatch {
+    /// A new attempt: its job cannot exist yet.
+    Enqueue,
+    /// The attempt's job may exist already (a cancelled node retried, a repair): revive it.
+    Revive,
+}
+
+/// Sends nodes that just became READY on their way: a job each, or, for nodes that need a
+/// person first, an approval request with the input they will run with. Returns whether any
+/// node now waits for approval.
+pub(crate) async fn dispatch_ready(
+    tx: &mut sqlx::PgConnection,
+    run_id: Uuid,
+    ready: Vec<(String, i32)>,
+    plan: Option<&crate::domain::RunPlan>,
+    how: Dispatch,
+) -> Result<bool> {
+    let mut jobs = Vec::with_capacity(ready.len());
+    let mut waiting = false;
+    for (node_id, attempt) in ready {
+        let gated = plan
+            .and_then(|p| p.nodes.get(&node_id))
+            .is_some_and(|n| n.approval_timeout_seconds.is_some());
+        if gated && request_approval(tx, run_id, &node_id).await? {
+            waiting = true;
+            continue;
+        }
+        jobs.push(NodeJob {
+            run_id,
+            node_id,
+            attempt,
+        });
+    }
+    match how {
+        Dispatch::Enqueue => {
+            queue::enqueue(tx, jobs.into_iter().map(|j| (j, None)).collect()).await?
+        }
+        Dispatch::Revive => {
+            queue::ensure_live(tx, jobs, Duration::ZERO).await?;
+        }
+    }
+    Ok(waiting)
+}
+
+/// Puts a node in WAITING_APPROVAL with a request carrying its rendered input. Returns false
+/// when the input cannot be rendered: such a node needs no approval, it fails when it runs.
+async fn request_approval(
+    tx: &mut sqlx::PgConnection,
+    run_id: Uuid,
+    node_id: &str,
+) -> Result<bool> {
+    let Some(run) = runs::run_get_for_node(&mut *tx, run_id, node_id).await? else {
+        return Ok(false);
+    };
+    let Some(node) = run.node else {
+        return Ok(false);
+    };
+    let outputs = nodes::node_outputs(&mut *tx, run_id, &node.reads).await?;
+    let scope = Scope {
+        context: &run.context,
+        nodes: &outputs,
+    };
+    let Ok(input) = template::render(&node.inputs, &scope) else {
+        return Ok(false);
+    };
+    approvals::approval_insert(
+        &mut *tx,
+        &approvals::NewApproval {
+            project_id: run.project_id,
+            run_id,
+            node_id,
+            agent_name: &node.agent.name,
+            action: &node.action,
+            input: Some(&input),
+            timeout_seconds: node
+                .approval_timeout_seconds
+                .unwrap_or(crate::domain::DEFAULT_APPROVAL_TIMEOUT_SECONDS),
+        },
+    )
+    .await?;
+    nodes::node_wait_for_approval(&mut *tx, run_id, node_id).await?;
+    runs::run_mark_waiting(&mut *tx, run_id).await?;
+    tracing::info!(run_id = %run_id, node_id, "node waits for approval");
+    Ok(true)
 }
 
 /// A node attempt a worker now holds.
@@ -146,6 +228,7 @@ async fn run_trigger_once(
 pub struct Claimed {
     pub job: NodeJob,
     pub workflow_id: Uuid,
+    pub workflow_name: String,
     pub node: PlannedNode,
     pub context: Value,
     /// Attempts before the run's current generation; the retry policy counts from here.
@@ -227,6 +310,7 @@ pub async fn node_claim(
     Ok(Some(Claimed {
         job: job.clone(),
         workflow_id: run.workflow_id,
+        workflow_name: run.workflow_name,
         node,
         context: run.context,
         attempt_base,
@@ -347,18 +431,27 @@ pub(crate) async fn attempt_record_locked(
             }
             let released =
                 nodes::node_release_dependents(&mut *tx, job.run_id, &node.dependents).await?;
-            let jobs = released
+            let (gated, plain): (Vec<String>, Vec<String>) = released
                 .iter()
+                .cloned()
+                .partition(|id| node.gated_dependents.contains(id));
+            let jobs = plain
+                .into_iter()
                 .map(|id| {
                     let next = NodeJob {
                         run_id: job.run_id,
-                        node_id: id.clone(),
+                        node_id: id,
                         attempt: 1,
                     };
                     (next, None)
                 })
                 .collect();
             queue::enqueue(tx, jobs).await?;
+            if !gated.is_empty() {
+                let plan = runs::run_plan(&mut *tx, job.run_id).await?;
+                let gated = gated.into_iter().map(|id| (id, 1)).collect();
+                dispatch_ready(tx, job.run_id, gated, Some(&plan), Dispatch::Enqueue).await?;
+            }
             AttemptEffect::Completed { released }
         }
         AttemptResult::Failed {
@@ -510,18 +603,102 @@ pub async fn run_retry(
             .count() as i32;
         nodes::node_reset_for_retry(&mut tx, run_id, node_id, pending).await?;
         if pending == 0 {
-            jobs.push(NodeJob {
-                run_id,
-                node_id: node_id.clone(),
-                attempt: attempts + 1,
-            });
+            jobs.push((node_id.clone(), attempts + 1));
         }
     }
-    let run = runs::run_restart(&mut tx, run_id, context_patch.as_ref()).await?;
+    runs::run_restart(&mut tx, run_id, context_patch.as_ref()).await?;
     // A cancelled node may still have a queued job for this very attempt; revive rather than
     // duplicate it.
-    queue::ensure_live(&mut tx, jobs, Duration::ZERO).await?;
+    dispatch_ready(&mut tx, run_id, jobs, Some(&plan), Dispatch::Revive).await?;
+    let run = runs::run_find(&mut *tx, run_id).await?;
     tx.commit().await?;
     tracing::info!(run_id = %run_id, "run retried");
     Ok(run)
+}
+
+/// A decision on an approval request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Approve,
+    Reject,
+}
+
+/// Records a person's decision. Approving makes the node READY and enqueues it in the same
+/// transaction; rejecting fails the node (and skips what depends on it). Deciding twice is a
+/// conflict; the person who triggered the run may not decide on it.
+pub async fn approval_decide(
+    pool: &PgPool,
+    project_id: i64,
+    approval_id: Uuid,
+    decision: Decision,
+    by: Option<&str>,
+    actor: Option<&str>,
+    comment: Option<&str>,
+) -> Result<crate::domain::Approval> {
+    let (run_id, triggered_by) = approvals::approval_run(pool, project_id, approval_id).await?;
+    if let (Some(actor), Some(triggerer)) = (actor, triggered_by.as_deref())
+        && actor == triggerer
+    {
+        return Err(Error::Forbidden(format!(
+            "{actor} triggered this run and cannot decide on its approvals; another person must"
+        )));
+    }
+    let who = by.or(actor);
+    let status = match decision {
+        Decision::Approve => crate::domain::ApprovalStatus::Approved,
+        Decision::Reject => crate::domain::ApprovalStatus::Rejected,
+    };
+    let reason = format!(
+        "rejected by {}{}",
+        who.unwrap_or("an unnamed reviewer"),
+        comment.map(|c| format!(": {c}")).unwrap_or_default()
+    );
+    if !approval_close(pool, run_id, approval_id, status, who, comment, &reason).await? {
+        let current = approvals::approval_get(pool, project_id, approval_id).await?;
+        return Err(Error::conflict(format!(
+            "the approval is already {}",
+            current.status
+        )));
+    }
+    approvals::approval_get(pool, project_id, approval_id).await
+}
+
+/// Closes a pending approval with `status` and applies it to its node: APPROVED enqueues the
+/// node; anything else fails it with `failure`. Returns false when it was no longer pending.
+pub(crate) async fn approval_close(
+    pool: &PgPool,
+    run_id: Uuid,
+    approval_id: Uuid,
+    status: crate::domain::ApprovalStatus,
+    by: Option<&str>,
+    comment: Option<&str>,
+    failure: &str,
+) -> Result<bool> {
+    let mut tx = pool.begin().await?;
+    runs::run_lock(&mut tx, run_id).await?;
+    let Some(approval) =
+        approvals::approval_decide(&mut tx, approval_id, status, by, comment).await?
+    else {
+        return Ok(false);
+    };
+    if status == crate::domain::ApprovalStatus::Approved {
+        if let Some(attempt) = nodes::node_approve(&mut *tx, run_id, &approval.node_id).await? {
+            let job = NodeJob {
+                run_id,
+                node_id: approval.node_id.clone(),
+                attempt,
+            };
+            queue::enqueue(&mut tx, vec![(job, None)]).await?;
+        }
+    } else if nodes::node_fail_waiting(&mut *tx, run_id, &approval.node_id, failure).await? {
+        let plan = runs::run_plan(&mut *tx, run_id).await?;
+        let descendants = plan.descendants(&approval.node_id);
+        let cause = format!("skipped: upstream node \"{}\" failed", approval.node_id);
+        nodes::node_skip_many(&mut *tx, run_id, &descendants, &cause).await?;
+    }
+    runs::run_resume_if_no_approvals(&mut *tx, run_id).await?;
+    run_finish_if_done(&mut tx, run_id).await?;
+    tx.commit().await?;
+    tracing::info!(run_id = %run_id, node_id = %approval.node_id, status = %status, by, "approval decided");
+    Ok(true)
 }

@@ -12,7 +12,9 @@
 //!   `workflow_runs`, `node_states`, `agent_runs`; see `migrations/`).
 //! - [`queue`]: node jobs in apalis-postgres (schema `apalis`), behind one small interface.
 //! - [`definitions`]: saving workflows, validated in the transaction that writes them.
+//! - [`alerts`]: the AlertManager webhook: alerts stored once, firing ones become events.
 //! - [`engine`]: the run/node state machine; every state change is one transaction.
+//! - [`events`]: event triggers (NATS JetStream consumer, REST, alerts) and lifecycle publishing.
 //! - [`executor`]: runs one agent attempt (SCRIPT process or HTTP call).
 //! - [`maintenance`]: the rescuer, which repairs expired leases, lost jobs and unfinished runs.
 //! - [`worker`]: queue consumer that claims, executes and records node attempts.
@@ -26,6 +28,7 @@
 //! become READY with their jobs, or a retry is scheduled, or the node FAILS and its
 //! descendants are SKIPPED; the run finishes when no node can make progress.
 
+pub mod alerts;
 pub mod config;
 pub mod dag;
 pub mod db;
@@ -33,6 +36,7 @@ pub mod definitions;
 pub mod domain;
 pub mod engine;
 pub mod error;
+pub mod events;
 pub mod executor;
 pub mod maintenance;
 pub mod queue;

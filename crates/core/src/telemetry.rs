@@ -14,6 +14,8 @@ pub mod names {
     pub const RUNS_STARTED: &str = "orchestration_workflow_runs_started_total";
     pub const RUNS_FINISHED: &str = "orchestration_workflow_runs_finished_total";
     pub const RUN_DURATION: &str = "orchestration_workflow_run_duration_seconds";
+    pub const EVENTS_RECEIVED: &str = "orchestration_events_received_total";
+    pub const ALERTS_RECEIVED: &str = "orchestration_alerts_received_total";
     pub const RESCUER_REPAIRS: &str = "orchestration_rescuer_repairs_total";
     pub const BUILD_INFO: &str = "orchestration_build_info";
 }

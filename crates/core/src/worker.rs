@@ -8,12 +8,14 @@ use std::time::{Duration, Instant};
 
 use apalis::prelude::BoxDynError;
 use futures::future::BoxFuture;
+use serde_json::json;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::config::WorkerArgs;
 use crate::engine::{self, AttemptEffect, AttemptResult, Claimed};
+use crate::events::nats::{Publisher, lifecycle};
 use crate::executor::{Executor, INTERRUPTED, Invocation, Outcome};
 use crate::maintenance::rescuer::{self, RescuerConfig};
 use crate::queue::{self, ConsumerConfig, JobHandler, NodeJob};
@@ -38,10 +40,17 @@ pub struct NodeRunner {
     inflight: Mutex<HashMap<AttemptKey, CancellationToken>>,
     /// Fires when the shutdown grace period is over: in-flight attempts are handed back.
     shutdown_expired: CancellationToken,
+    publisher: Publisher,
 }
 
 impl NodeRunner {
-    pub fn new(pool: PgPool, executor: Executor, name: String, lease: Duration) -> Self {
+    pub fn new(
+        pool: PgPool,
+        executor: Executor,
+        name: String,
+        lease: Duration,
+        publisher: Publisher,
+    ) -> Self {
         Self {
             pool,
             executor,
@@ -49,6 +58,7 @@ impl NodeRunner {
             lease,
             inflight: Mutex::new(HashMap::new()),
             shutdown_expired: CancellationToken::new(),
+            publisher,
         }
     }
 
@@ -137,11 +147,32 @@ impl NodeRunner {
                 error = result_error(&result), "node failed"
             ),
         }
+        let node_status = match &recorded.effect {
+            AttemptEffect::Stale => None,
+            AttemptEffect::Completed { .. } => Some("COMPLETED"),
+            AttemptEffect::RetryScheduled { .. } => Some("RETRYING"),
+            AttemptEffect::FailedForGood { .. } => Some("FAILED"),
+        };
+        if let Some(status) = node_status {
+            let body = lifecycle(json!({
+                "runId": job.run_id, "workflowId": claimed.workflow_id, "workflowName": claimed.workflow_name,
+                "nodeId": job.node_id, "attempt": job.attempt, "status": status,
+                "agent": claimed.node.agent.name, "durationMs": elapsed.as_millis() as u64,
+                "error": match &result { AttemptResult::Failed { error, .. } => Some(error.as_str()), _ => None },
+            }));
+            self.publisher.node(status, body).await;
+        }
         if let Some((status, duration)) = recorded.run_finished {
             tracing::info!(run_id = %job.run_id, status = %status, duration_ms = duration.as_millis() as u64, "run finished");
-            metrics::counter!(names::RUNS_FINISHED, "status" => status.as_str()).increment(1);
-            metrics::histogram!(names::RUN_DURATION, "status" => status.as_str())
+            metrics::counter!(names::RUNS_FINISHED, "workflow" => claimed.workflow_name.clone(), "status" => status.as_str())
+                .increment(1);
+            metrics::histogram!(names::RUN_DURATION, "workflow" => claimed.workflow_name.clone(), "status" => status.as_str())
                 .record(duration.as_secs_f64());
+            let body = lifecycle(json!({
+                "runId": job.run_id, "workflowId": claimed.workflow_id, "workflowName": claimed.workflow_name,
+                "status": status, "durationMs": duration.as_millis() as u64,
+            }));
+            self.publisher.run(status.as_str(), body).await;
         }
         Ok(())
     }
@@ -249,6 +280,7 @@ pub async fn run(
     pool: PgPool,
     args: &WorkerArgs,
     name: String,
+    publisher: Publisher,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), BoxDynError> {
     let agents_dir =
@@ -259,6 +291,7 @@ pub async fn run(
         Executor::new(agents_dir),
         name.clone(),
         lease,
+        publisher,
     ));
     tracing::info!(worker = %name, concurrency = args.worker_concurrency, "worker started");
 

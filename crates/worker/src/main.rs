@@ -4,6 +4,7 @@ use axum::Router;
 use axum::routing::get;
 use clap::Parser;
 use orchestration_core::config::{DatabaseArgs, LogArgs, WorkerArgs};
+use orchestration_core::events::nats::{self, NatsArgs, Publisher};
 use orchestration_core::{db, telemetry, worker};
 
 /// An orchestration worker: claims node jobs, runs agents, records results.
@@ -15,6 +16,9 @@ struct Args {
     metrics_listen: SocketAddr,
     #[command(flatten)]
     database: DatabaseArgs,
+    /// NATS for lifecycle events (the worker does not consume event triggers).
+    #[command(flatten)]
+    nats: NatsArgs,
     #[command(flatten)]
     worker: WorkerArgs,
     #[command(flatten)]
@@ -64,7 +68,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     });
     let name = worker::unique_name("worker");
     tracing::info!(metrics_addr = %metrics_addr, worker = %name, "worker metrics listening");
-    worker::run(pool, &args.worker, name, shutdown_signal())
+    let publisher = Publisher::new(
+        nats::connect(&args.nats)
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?,
+    );
+    worker::run(pool, &args.worker, name, publisher, shutdown_signal())
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     tracing::info!("worker stopped");

@@ -15,9 +15,12 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
         .await,
         Ok(Ok(_))
     );
-    // `null` until event triggers over NATS are configured.
-    let nats: Option<bool> = None;
-    let healthy = database;
+    // `null` when NATS is not configured; REST keeps working without it either way.
+    let nats: Option<bool> = state
+        .nats
+        .as_ref()
+        .map(orchestration_core::events::nats::is_connected);
+    let healthy = database && nats.unwrap_or(true);
     let code = if database {
         StatusCode::OK
     } else {

@@ -1,4 +1,7 @@
 mod agents;
+mod alerts;
+mod approvals;
+mod events;
 mod health;
 mod projects;
 mod runs;
@@ -38,6 +41,13 @@ pub fn router() -> Router<AppState> {
         .route("/api/runs/{run_id}", get(runs::get))
         .route("/api/runs/{run_id}/cancel", post(runs::cancel))
         .route("/api/runs/{run_id}/retry", post(runs::retry))
+        .route("/api/events", post(events::ingest))
+        .route("/api/webhooks/alertmanager", post(alerts::webhook))
+        .route("/api/alerts", get(alerts::list))
+        .route("/api/approvals", get(approvals::list))
+        .route("/api/approvals/{id}", get(approvals::get))
+        .route("/api/approvals/{id}/approve", post(approvals::approve))
+        .route("/api/approvals/{id}/reject", post(approvals::reject))
         .route("/metrics", get(crate::metrics_text))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async {

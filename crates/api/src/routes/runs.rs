@@ -4,6 +4,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use orchestration_core::domain::{RunDetail, RunStatus};
 use orchestration_core::engine;
+use orchestration_core::events::nats::lifecycle;
 use orchestration_core::store::{runs, workflows};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -20,7 +21,9 @@ struct TriggerBody {
 }
 
 /// Parses an optional JSON body: empty means the default.
-fn optional_body<T: serde::de::DeserializeOwned + Default>(body: &Bytes) -> Result<T, ApiError> {
+pub(crate) fn optional_body<T: serde::de::DeserializeOwned + Default>(
+    body: &Bytes,
+) -> Result<T, ApiError> {
     if body.iter().all(|b| b.is_ascii_whitespace()) {
         return Ok(T::default());
     }
@@ -53,8 +56,19 @@ pub async fn trigger(
         ),
     };
     let context = body.context.unwrap_or_else(|| json!({}));
-    let triggered =
-        engine::run_trigger(&state.pool, project, id, context, "manual", key.as_deref()).await?;
+    let actor = crate::extract::actor(&headers)?;
+    let triggered = engine::run_trigger(
+        &state.pool,
+        engine::TriggerRequest {
+            project_id: project,
+            workflow_id: id,
+            context,
+            trigger: "manual",
+            idempotency_key: key.as_deref(),
+            actor: actor.as_deref(),
+        },
+    )
+    .await?;
     let run = triggered.run;
     if triggered.created {
         metrics::counter!(
@@ -63,6 +77,9 @@ pub async fn trigger(
             "trigger" => "manual"
         )
         .increment(1);
+        let body = lifecycle(json!({"runId": run.id, "workflowId": run.workflow_id,
+            "workflowName": run.workflow_name, "status": run.status, "trigger": "manual"}));
+        state.publisher.run("running", body).await;
     }
     let status = if triggered.created {
         StatusCode::ACCEPTED
@@ -81,7 +98,10 @@ pub async fn cancel(
     Path(run_id): Path<String>,
 ) -> ApiResult<Json<RunDetail>> {
     let run_id = parse_id(&run_id, "run")?;
-    engine::run_cancel(&state.pool, project, run_id, "cancelled by request").await?;
+    let run = engine::run_cancel(&state.pool, project, run_id, "cancelled by request").await?;
+    let body = lifecycle(json!({"runId": run.id, "workflowId": run.workflow_id,
+        "workflowName": run.workflow_name, "status": "CANCELLED"}));
+    state.publisher.run("cancelled", body).await;
     let mut conn = state
         .pool
         .acquire()

@@ -3,6 +3,7 @@
 //!   ("worker lost") and the node's retry policy decides what comes next;
 //! - a READY node that has waited long and whose job is not live: the job is revived;
 //! - a run whose nodes are all finished but which is not: it is finished;
+//! - a pending approval past its deadline: it expires and its node fails;
 //! - a running run in which nothing can move though nodes are PENDING: their readiness is
 //!   recomputed from the plan.
 //!
@@ -15,11 +16,11 @@ use std::time::Duration;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::domain::NodeStatus;
+use crate::domain::{ApprovalStatus, NodeStatus};
 use crate::engine::{self, AttemptResult};
 use crate::error::Result;
 use crate::queue::{self, NodeJob};
-use crate::store::{nodes, runs};
+use crate::store::{approvals, nodes, runs};
 use crate::telemetry::names;
 
 #[derive(Debug, Clone)]
@@ -37,11 +38,16 @@ pub struct Repairs {
     pub lost_jobs: u64,
     pub unfinalized_runs: u64,
     pub stalled_runs: u64,
+    pub expired_approvals: u64,
 }
 
 impl Repairs {
     pub fn total(&self) -> u64 {
-        self.expired_leases + self.lost_jobs + self.unfinalized_runs + self.stalled_runs
+        self.expired_leases
+            + self.lost_jobs
+            + self.unfinalized_runs
+            + self.stalled_runs
+            + self.expired_approvals
     }
 }
 
@@ -73,6 +79,23 @@ pub async fn run_once(pool: &PgPool, config: &RescuerConfig) -> Result<Repairs> 
             metrics::counter!(names::RESCUER_REPAIRS, "kind" => "lost_job").increment(revived);
         }
         repairs.lost_jobs += revived;
+    }
+    for (id, run_id, expired_at) in approvals::approval_expired(pool, config.batch).await? {
+        let reason = format!("approval expired at {expired_at} without a decision");
+        let decided = engine::approval_close(
+            pool,
+            run_id,
+            id,
+            ApprovalStatus::Expired,
+            None,
+            None,
+            &reason,
+        )
+        .await?;
+        if decided {
+            repairs.expired_approvals += 1;
+            count("expired_approval");
+        }
     }
     for run_id in runs::run_unfinalized(pool, config.batch).await? {
         if finish_run(pool, run_id).await? {
@@ -185,14 +208,8 @@ async fn unstall_run(pool: &PgPool, run_id: Uuid) -> Result<bool> {
             skip.push(id.clone());
         }
     }
-    let mut jobs = Vec::new();
-    for (id, attempts) in &ready {
+    for (id, _) in &ready {
         nodes::node_set_ready(&mut *tx, run_id, id).await?;
-        jobs.push(NodeJob {
-            run_id,
-            node_id: id.clone(),
-            attempt: attempts + 1,
-        });
     }
     nodes::node_skip_many(
         &mut *tx,
@@ -201,7 +218,18 @@ async fn unstall_run(pool: &PgPool, run_id: Uuid) -> Result<bool> {
         "skipped: an upstream node did not complete",
     )
     .await?;
-    queue::ensure_live(&mut tx, jobs, Duration::ZERO).await?;
+    let dispatch = ready
+        .iter()
+        .map(|(id, attempts)| (id.clone(), attempts + 1))
+        .collect();
+    engine::dispatch_ready(
+        &mut tx,
+        run_id,
+        dispatch,
+        Some(&plan),
+        engine::Dispatch::Revive,
+    )
+    .await?;
     engine::run_finish_if_done(&mut tx, run_id).await?;
     tx.commit().await?;
     let repaired = !ready.is_empty() || !skip.is_empty();

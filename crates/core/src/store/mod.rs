@@ -3,6 +3,9 @@
 //! one transaction covers.
 
 pub mod agents;
+pub mod alerts;
+pub mod approvals;
+pub mod events;
 pub mod nodes;
 pub mod projects;
 pub mod runs;

@@ -25,7 +25,7 @@ pub async fn node_claim(
              locked_by = $4, lease_expires_at = now() + make_interval(secs => $5 / 1000.0)
          FROM workflow_runs r
          WHERE n.run_id = $1 AND n.node_id = $2 AND n.status = 'READY' AND n.attempts = $3 - 1
-           AND r.id = n.run_id AND r.status IN ('PENDING', 'RUNNING')
+           AND r.id = n.run_id AND r.status IN ('PENDING', 'RUNNING', 'WAITING_APPROVAL')
          RETURNING n.ready_at, n.attempt_base",
     )
     .bind(run_id)
@@ -355,7 +355,7 @@ pub async fn node_ready_waiting(
 ) -> Result<Vec<(Uuid, String, i32)>> {
     let rows = sqlx::query(
         "SELECT n.run_id, n.node_id, n.attempts + 1 AS attempt FROM node_states n
-         JOIN workflow_runs r ON r.id = n.run_id AND r.status = 'RUNNING'
+         JOIN workflow_runs r ON r.id = n.run_id AND r.status IN ('RUNNING', 'WAITING_APPROVAL')
          WHERE n.status = 'READY' AND n.ready_at < now() - make_interval(secs => $1 / 1000.0)
          ORDER BY n.ready_at LIMIT $2",
     )
@@ -399,6 +399,11 @@ pub async fn node_set_ready(db: impl PgExecutor<'_>, run_id: Uuid, node_id: &str
 
 /// Every node that has not finished becomes CANCELLED; their open attempts are closed.
 pub async fn node_cancel_open(conn: &mut PgConnection, run_id: Uuid, reason: &str) -> Result<u64> {
+    sqlx::query("UPDATE approvals SET status = 'CANCELLED', decided_at = now(), comment = $2 WHERE run_id = $1 AND status = 'PENDING'")
+        .bind(run_id)
+        .bind(reason)
+        .execute(&mut *conn)
+        .await?;
     sqlx::query(
         "UPDATE agent_runs SET status = 'FAILED', error = $2, finished_at = now(),
                 duration_ms = (extract(epoch FROM now() - started_at) * 1000)::bigint
@@ -440,4 +445,56 @@ pub async fn node_reset_for_retry(
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// READY → WAITING_APPROVAL (or a fresh node straight to it).
+pub async fn node_wait_for_approval(
+    db: impl PgExecutor<'_>,
+    run_id: Uuid,
+    node_id: &str,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE node_states SET status = 'WAITING_APPROVAL', pending_deps = 0
+         WHERE run_id = $1 AND node_id = $2 AND status IN ('PENDING', 'READY')",
+    )
+    .bind(run_id)
+    .bind(node_id)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// WAITING_APPROVAL → READY once approved; returns the next attempt number.
+pub async fn node_approve(
+    db: impl PgExecutor<'_>,
+    run_id: Uuid,
+    node_id: &str,
+) -> Result<Option<i32>> {
+    Ok(sqlx::query_scalar(
+        "UPDATE node_states SET status = 'READY', ready_at = now()
+         WHERE run_id = $1 AND node_id = $2 AND status = 'WAITING_APPROVAL' RETURNING attempts + 1",
+    )
+    .bind(run_id)
+    .bind(node_id)
+    .fetch_optional(db)
+    .await?)
+}
+
+/// WAITING_APPROVAL → FAILED (rejected or expired).
+pub async fn node_fail_waiting(
+    db: impl PgExecutor<'_>,
+    run_id: Uuid,
+    node_id: &str,
+    error: &str,
+) -> Result<bool> {
+    let done = sqlx::query(
+        "UPDATE node_states SET status = 'FAILED', error = $3, finished_at = now()
+         WHERE run_id = $1 AND node_id = $2 AND status = 'WAITING_APPROVAL'",
+    )
+    .bind(run_id)
+    .bind(node_id)
+    .bind(error)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
 }

@@ -13,12 +13,13 @@ use crate::error::{Error, Result};
 /// The conflict message of a concurrent trigger that lost the race for an idempotency key.
 pub const IDEMPOTENCY_CONFLICT: &str = "idempotency key taken by a concurrent trigger";
 
-const COLUMNS: &str = "id, workflow_id, workflow_name, workflow_version, trigger, status, context, error, created_at, started_at, finished_at";
+const COLUMNS: &str = "id, triggered_by, workflow_id, workflow_name, workflow_version, trigger, status, context, error, created_at, started_at, finished_at";
 
 fn from_row(row: &PgRow) -> Result<RunSummary> {
     let status: String = row.get("status");
     Ok(RunSummary {
         id: row.get("id"),
+        triggered_by: row.get("triggered_by"),
         workflow_id: row.get("workflow_id"),
         workflow_name: row.get("workflow_name"),
         workflow_version: row.get("workflow_version"),
@@ -42,14 +43,15 @@ pub struct NewRun<'a> {
     pub trigger: &'a str,
     pub context: &'a Value,
     pub idempotency_key: Option<&'a str>,
+    pub triggered_by: Option<&'a str>,
 }
 
 /// Inserts a run that starts now, with a node state per planned node: roots READY, the rest
 /// PENDING on their dependencies.
 pub async fn run_insert(conn: &mut PgConnection, run: &NewRun<'_>) -> Result<RunSummary> {
     let sql = format!(
-        "INSERT INTO workflow_runs (id, project_id, workflow_id, workflow_version, workflow_name, definition, trigger, status, context, started_at, idempotency_key)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 'RUNNING', $8, now(), $9) RETURNING {COLUMNS}"
+        "INSERT INTO workflow_runs (id, project_id, workflow_id, workflow_version, workflow_name, definition, trigger, status, context, started_at, idempotency_key, triggered_by)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 'RUNNING', $8, now(), $9, $10) RETURNING {COLUMNS}"
     );
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(run.id)
@@ -61,6 +63,7 @@ pub async fn run_insert(conn: &mut PgConnection, run: &NewRun<'_>) -> Result<Run
         .bind(run.trigger)
         .bind(Json(run.context))
         .bind(run.idempotency_key)
+        .bind(run.triggered_by)
         .fetch_one(&mut *conn)
         .await
         .map_err(|e| match &e {
@@ -154,10 +157,12 @@ pub async fn run_get(db: &mut PgConnection, project_id: i64, run_id: Uuid) -> Re
         })
     })
     .collect::<Result<Vec<_>>>()?;
+    let approvals = super::approvals::approval_list_for_run(&mut *db, run_id).await?;
     Ok(RunDetail {
         run,
         nodes,
         agent_runs,
+        approvals,
     })
 }
 
@@ -199,6 +204,8 @@ pub async fn run_lock(conn: &mut PgConnection, run_id: Uuid) -> Result<Option<Ru
 
 /// The run-level facts a worker needs to execute one node.
 pub struct RunForNode {
+    pub project_id: i64,
+    pub workflow_name: String,
     pub workflow_id: Uuid,
     pub status: RunStatus,
     pub context: Value,
@@ -211,7 +218,7 @@ pub async fn run_get_for_node(
     node_id: &str,
 ) -> Result<Option<RunForNode>> {
     let row = sqlx::query(
-        "SELECT workflow_id, status, context, definition->'nodes'->$2 AS node FROM workflow_runs WHERE id = $1",
+        "SELECT project_id, workflow_name, workflow_id, status, context, definition->'nodes'->$2 AS node FROM workflow_runs WHERE id = $1",
     )
     .bind(run_id)
     .bind(node_id)
@@ -220,6 +227,8 @@ pub async fn run_get_for_node(
     let Some(row) = row else { return Ok(None) };
     let status: String = row.get("status");
     Ok(Some(RunForNode {
+        project_id: row.get("project_id"),
+        workflow_name: row.get("workflow_name"),
         workflow_id: row.get("workflow_id"),
         status: super::decode(RunStatus::parse(&status), "run status", &status)?,
         context: row.get::<Json<Value>, _>("context").0,
@@ -355,4 +364,27 @@ pub async fn run_find(db: impl PgExecutor<'_>, run_id: Uuid) -> Result<RunSummar
         .fetch_one(db)
         .await?;
     from_row(&row)
+}
+
+/// Marks a running run as waiting for a person.
+pub async fn run_mark_waiting(db: impl PgExecutor<'_>, run_id: Uuid) -> Result<()> {
+    sqlx::query(
+        "UPDATE workflow_runs SET status = 'WAITING_APPROVAL' WHERE id = $1 AND status = 'RUNNING'",
+    )
+    .bind(run_id)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// A waiting run goes back to RUNNING once no approval of it is pending.
+pub async fn run_resume_if_no_approvals(db: impl PgExecutor<'_>, run_id: Uuid) -> Result<()> {
+    sqlx::query(
+        "UPDATE workflow_runs SET status = 'RUNNING' WHERE id = $1 AND status = 'WAITING_APPROVAL'
+           AND NOT EXISTS (SELECT 1 FROM approvals WHERE run_id = $1 AND status = 'PENDING')",
+    )
+    .bind(run_id)
+    .execute(db)
+    .await?;
+    Ok(())
 }

@@ -168,3 +168,28 @@ pub async fn workflow_delete(conn: &mut PgConnection, project_id: i64, id: Uuid)
         .await?;
     Ok(())
 }
+
+/// ACTIVE workflows started by events (in `project_id`, or in every project): id, project and
+/// subject pattern.
+pub async fn workflow_event_triggers(
+    db: impl PgExecutor<'_>,
+    project_id: Option<i64>,
+) -> Result<Vec<(Uuid, i64, String)>> {
+    let rows = sqlx::query(
+        "SELECT id, project_id, trigger->>'pattern' AS pattern FROM workflows
+         WHERE status = 'ACTIVE' AND trigger->>'type' = 'event' AND ($1::bigint IS NULL OR project_id = $1)",
+    )
+    .bind(project_id)
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            (
+                r.get("id"),
+                r.get("project_id"),
+                r.get::<Option<String>, _>("pattern").unwrap_or_default(),
+            )
+        })
+        .collect())
+}

@@ -1,0 +1,56 @@
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use orchestration_core::alerts::{self, Webhook};
+use orchestration_core::store;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::ApiQuery;
+
+/// AlertManager's webhook receiver. Any body that is not a valid version-4 payload gets a 4xx
+/// that says what is wrong.
+pub async fn webhook(State(state): State<AppState>, body: Bytes) -> ApiResult<Json<Value>> {
+    let hook: Webhook = serde_json::from_slice(&body).map_err(|e| {
+        if e.is_data() {
+            ApiError::Unprocessable(format!("not an AlertManager webhook body: {e}"))
+        } else {
+            ApiError::BadRequest(format!("malformed JSON: {e}"))
+        }
+    })?;
+    let received = alerts::webhook_ingest(&state.pool, &hook).await?;
+    Ok(Json(
+        json!({"received": received.received, "triggeredRuns": received.triggered_runs}),
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct ListParams {
+    status: Option<String>,
+    limit: Option<i64>,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    ApiQuery(params): ApiQuery<ListParams>,
+) -> ApiResult<Json<Value>> {
+    let status = match params.status.as_deref() {
+        None | Some("") => None,
+        Some(s @ ("firing" | "resolved")) => Some(s),
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "status must be firing or resolved, got {other:?}"
+            )));
+        }
+    };
+    let limit = params.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::BadRequest(
+            "limit must be between 1 and 1000".into(),
+        ));
+    }
+    let items = store::alerts::alert_list(&state.pool, status, limit).await?;
+    Ok(Json(json!({ "items": items })))
+}
