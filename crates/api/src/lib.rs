@@ -15,6 +15,7 @@ use axum::response::Response;
 use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
+use tracing::Instrument;
 
 /// Default largest request body.
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
@@ -45,8 +46,30 @@ async fn record_http_metrics(request: Request, next: Next) -> Response {
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".to_string());
     let method = request.method().to_string();
+    // A request is a span; a caller's `traceparent` makes it part of the caller's trace, and a
+    // trigger stores it so that every node of the run joins the same trace.
+    let span = tracing::info_span!(
+        "http.request",
+        otel.name = %format!("{method} {route}"),
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = %route,
+        http.response.status_code = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+    );
+    if let Some(parent) = request
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+    {
+        orchestration_core::telemetry::set_parent(&span, parent);
+    }
+    if let Some(trace_id) = orchestration_core::telemetry::trace_id_of(&span) {
+        span.record("trace_id", trace_id);
+    }
     let started = Instant::now();
-    let response = next.run(request).await;
+    let response = next.run(request).instrument(span.clone()).await;
+    span.record("http.response.status_code", response.status().as_u16());
     metrics::histogram!(
         "http_server_request_duration_seconds",
         "method" => method,

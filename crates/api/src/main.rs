@@ -32,7 +32,7 @@ struct Args {
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    telemetry::init_logging(args.log.log_format);
+    let _telemetry = telemetry::init(args.log.log_format, "orchestration-api");
     if let Err(e) = run(args).await {
         tracing::error!(error = %e, "orchestration-api stopped");
         eprintln!("orchestration-api: {e}");
@@ -49,6 +49,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     )
     .await
     .map_err(|e| anyhow::anyhow!("DATABASE_URL: {e}"))?;
+    // The API samples the database gauges for the whole deployment.
+    telemetry::spawn_sampler(Some(pool.clone()), std::time::Duration::from_secs(5));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| anyhow::anyhow!("ORCH_LISTEN {}: {e}", args.listen))?;

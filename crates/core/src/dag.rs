@@ -215,6 +215,7 @@ impl Dag {
                         entrypoint: agent.entrypoint.clone(),
                         args: agent.args.clone(),
                         url: agent.url.clone(),
+                        cost_per_minute: agent.cost_per_minute,
                     },
                     action: node.action.clone(),
                     inputs: node.inputs_json.clone(),
@@ -367,6 +368,7 @@ mod tests {
                 .collect(),
             timeout_seconds: None,
             retry: None,
+            cost_per_minute: None,
             created_at: chrono::Utc::now(),
             updated_at: chrono::Utc::now(),
         }

@@ -158,6 +158,9 @@ pub struct AgentInput {
     pub retry: Option<RetryPolicy>,
     #[serde(default)]
     pub description: Option<String>,
+    /// What one minute of this agent costs; enables cost tracking for it.
+    #[serde(default)]
+    pub cost_per_minute: Option<f64>,
 }
 
 impl AgentInput {
@@ -203,6 +206,13 @@ impl AgentInput {
         }
         if let Some(retry) = &self.retry {
             retry.validate("retry")?;
+        }
+        if let Some(c) = self.cost_per_minute
+            && (!c.is_finite() || !(0.0..=1e9).contains(&c))
+        {
+            return Err(Invalid::new(
+                "costPerMinute must be a number between 0 and 1e9",
+            ));
         }
         Ok(())
     }
@@ -251,6 +261,8 @@ pub struct Agent {
     pub timeout_seconds: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetryPolicy>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost_per_minute: Option<f64>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -377,6 +389,8 @@ pub struct AgentSnapshot {
     pub args: Vec<String>,
     #[serde(default)]
     pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_per_minute: Option<f64>,
 }
 
 /// A node as a run executes it: agent resolved, retry and timeout settled, edges both ways.

@@ -110,6 +110,8 @@ pub async fn run_create(
     })?;
     let plan = dag.plan(&agents);
     let run_id = Uuid::now_v7();
+    // The request (or event) that starts the run starts its trace.
+    let traceparent = crate::telemetry::traceparent_of(&tracing::Span::current());
     let summary = runs::run_insert(
         tx,
         &runs::NewRun {
@@ -123,11 +125,20 @@ pub async fn run_create(
             context: &req.context,
             idempotency_key: req.idempotency_key,
             triggered_by: req.actor,
+            traceparent: traceparent.as_deref(),
         },
     )
     .await?;
     let roots: Vec<(String, i32)> = dag.roots().map(|id| (id.to_string(), 1)).collect();
-    let gated = dispatch_ready(tx, run_id, roots, Some(&plan), Dispatch::Enqueue).await?;
+    let gated = dispatch_ready(
+        tx,
+        run_id,
+        roots,
+        Some(&plan),
+        Dispatch::Enqueue,
+        traceparent.as_deref(),
+    )
+    .await?;
     if gated {
         // The run waits for an approval already.
         return runs::run_find(&mut *tx, run_id).await;
@@ -153,6 +164,7 @@ pub(crate) async fn dispatch_ready(
     ready: Vec<(String, i32)>,
     plan: Option<&crate::domain::RunPlan>,
     how: Dispatch,
+    traceparent: Option<&str>,
 ) -> Result<bool> {
     let mut jobs = Vec::with_capacity(ready.len());
     let mut waiting = false;
@@ -168,6 +180,7 @@ pub(crate) async fn dispatch_ready(
             run_id,
             node_id,
             attempt,
+            traceparent: traceparent.map(str::to_string),
         });
     }
     match how {
@@ -226,7 +239,9 @@ async fn request_approval(
 /// A node attempt a worker now holds.
 #[derive(Debug, Clone)]
 pub struct Claimed {
+    /// The job, its `traceparent` filled from the run when the job did not carry one.
     pub job: NodeJob,
+    pub project_id: i64,
     pub workflow_id: Uuid,
     pub workflow_name: String,
     pub node: PlannedNode,
@@ -308,7 +323,11 @@ pub async fn node_claim(
     tx.commit().await?;
     let queue_wait = (Utc::now() - ready_at).to_std().unwrap_or_default();
     Ok(Some(Claimed {
-        job: job.clone(),
+        job: NodeJob {
+            traceparent: job.traceparent.clone().or(run.traceparent),
+            ..job.clone()
+        },
+        project_id: run.project_id,
         workflow_id: run.workflow_id,
         workflow_name: run.workflow_name,
         node,
@@ -409,6 +428,7 @@ pub(crate) async fn attempt_record_locked(
             output,
             error,
             exit_code,
+            cost_per_minute: node.agent.cost_per_minute,
         },
     )
     .await?;
@@ -442,6 +462,7 @@ pub(crate) async fn attempt_record_locked(
                         run_id: job.run_id,
                         node_id: id,
                         attempt: 1,
+                        traceparent: job.traceparent.clone(),
                     };
                     (next, None)
                 })
@@ -450,7 +471,15 @@ pub(crate) async fn attempt_record_locked(
             if !gated.is_empty() {
                 let plan = runs::run_plan(&mut *tx, job.run_id).await?;
                 let gated = gated.into_iter().map(|id| (id, 1)).collect();
-                dispatch_ready(tx, job.run_id, gated, Some(&plan), Dispatch::Enqueue).await?;
+                dispatch_ready(
+                    tx,
+                    job.run_id,
+                    gated,
+                    Some(&plan),
+                    Dispatch::Enqueue,
+                    job.traceparent.as_deref(),
+                )
+                .await?;
             }
             AttemptEffect::Completed { released }
         }
@@ -481,6 +510,7 @@ pub(crate) async fn attempt_record_locked(
                     run_id: job.run_id,
                     node_id: job.node_id.clone(),
                     attempt: next_attempt,
+                    traceparent: job.traceparent.clone(),
                 };
                 queue::enqueue(tx, vec![(next, Some(SystemTime::now() + delay))]).await?;
                 AttemptEffect::RetryScheduled {
@@ -609,7 +639,7 @@ pub async fn run_retry(
     runs::run_restart(&mut tx, run_id, context_patch.as_ref()).await?;
     // A cancelled node may still have a queued job for this very attempt; revive rather than
     // duplicate it.
-    dispatch_ready(&mut tx, run_id, jobs, Some(&plan), Dispatch::Revive).await?;
+    dispatch_ready(&mut tx, run_id, jobs, Some(&plan), Dispatch::Revive, None).await?;
     let run = runs::run_find(&mut *tx, run_id).await?;
     tx.commit().await?;
     tracing::info!(run_id = %run_id, "run retried");
@@ -681,12 +711,20 @@ pub(crate) async fn approval_close(
     else {
         return Ok(false);
     };
+    metrics::histogram!(crate::telemetry::names::APPROVAL_WAIT, "status" => status.as_str())
+        .record(
+            (Utc::now() - approval.requested_at)
+                .to_std()
+                .unwrap_or_default()
+                .as_secs_f64(),
+        );
     if status == crate::domain::ApprovalStatus::Approved {
         if let Some(attempt) = nodes::node_approve(&mut *tx, run_id, &approval.node_id).await? {
             let job = NodeJob {
                 run_id,
                 node_id: approval.node_id.clone(),
                 attempt,
+                traceparent: None,
             };
             queue::enqueue(&mut tx, vec![(job, None)]).await?;
         }

@@ -25,6 +25,9 @@ pub struct NodeJob {
     pub run_id: Uuid,
     pub node_id: String,
     pub attempt: i32,
+    /// The run's trace, so the node's span joins it wherever it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 impl NodeJob {
@@ -124,6 +127,25 @@ pub async fn ensure_live(
     repaired += missing.len() as u64;
     enqueue(conn, missing).await?;
     Ok(repaired)
+}
+
+/// Jobs by state: `pending` (due, waiting for a worker), `scheduled` (a retry waiting out its
+/// backoff), `running` (held by a worker).
+pub async fn depth(pool: &PgPool) -> Result<Vec<(&'static str, i64)>> {
+    let row: (i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE status = 'Pending' AND run_at <= now()),
+                count(*) FILTER (WHERE status = 'Pending' AND run_at > now()),
+                count(*) FILTER (WHERE status IN ('Queued', 'Running'))
+         FROM apalis.jobs WHERE job_type = $1 AND status IN ('Pending', 'Queued', 'Running')",
+    )
+    .bind(NODE_QUEUE)
+    .fetch_one(pool)
+    .await?;
+    Ok(vec![
+        ("pending", row.0),
+        ("scheduled", row.1),
+        ("running", row.2),
+    ])
 }
 
 /// Handles one job. Returning an error asks the queue to deliver it again.

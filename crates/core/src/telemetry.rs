@@ -17,24 +17,127 @@ pub mod names {
     pub const EVENTS_RECEIVED: &str = "orchestration_events_received_total";
     pub const ALERTS_RECEIVED: &str = "orchestration_alerts_received_total";
     pub const RESCUER_REPAIRS: &str = "orchestration_rescuer_repairs_total";
+    pub const EXECUTION_SECONDS: &str = "orchestration_execution_seconds_total";
+    pub const COST: &str = "orchestration_cost_total";
+    pub const RUNS_IN_PROGRESS: &str = "orchestration_workflow_runs_in_progress";
+    pub const QUEUE_DEPTH: &str = "orchestration_queue_depth";
+    pub const APPROVALS_PENDING: &str = "orchestration_approvals_pending";
+    pub const APPROVAL_WAIT: &str = "orchestration_approval_wait_seconds";
     pub const BUILD_INFO: &str = "orchestration_build_info";
 }
 
-/// Installs the global tracing subscriber. `RUST_LOG` filters (default `info`).
-pub fn init_logging(format: LogFormat) {
+/// Keeps the trace exporter alive; dropping it flushes the spans still buffered.
+pub struct TelemetryGuard {
+    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        if let Some(provider) = self.provider.take() {
+            let _ = provider.shutdown();
+        }
+    }
+}
+
+/// Installs logging (JSON lines or pretty, filtered by `RUST_LOG`, default `info`) and, when
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` is set, an OTLP trace exporter (`OTEL_EXPORTER_OTLP_PROTOCOL`
+/// `grpc` (default) or `http/protobuf`; service name from `OTEL_SERVICE_NAME`, else
+/// `default_service`). Without an endpoint there is no exporter and no cost.
+pub fn init(format: LogFormat, default_service: &str) -> TelemetryGuard {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
+    opentelemetry::global::set_text_map_propagator(
+        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+    );
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stdout);
-    let _ = match format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .try_init(),
-        LogFormat::Pretty => builder.try_init(),
+    let provider = match std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT") {
+        Ok(endpoint) if !endpoint.trim().is_empty() => match build_provider(default_service) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                eprintln!(
+                    "OTEL_EXPORTER_OTLP_ENDPOINT {endpoint}: trace exporter not started: {e}"
+                );
+                None
+            }
+        },
+        _ => None,
     };
+    let otel = provider.as_ref().map(|p| {
+        use opentelemetry::trace::TracerProvider as _;
+        tracing_opentelemetry::layer().with_tracer(p.tracer("orchestration"))
+    });
+    let registry = tracing_subscriber::registry().with(filter).with(otel);
+    let _ = match format {
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_span_list(false)
+                    .with_writer(std::io::stdout),
+            )
+            .try_init(),
+        LogFormat::Pretty => registry
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stdout))
+            .try_init(),
+    };
+    TelemetryGuard { provider }
+}
+
+fn build_provider(
+    default_service: &str,
+) -> Result<opentelemetry_sdk::trace::SdkTracerProvider, String> {
+    use opentelemetry_otlp::{SpanExporter, WithExportConfig as _};
+    let protocol = std::env::var("OTEL_EXPORTER_OTLP_PROTOCOL").unwrap_or_else(|_| "grpc".into());
+    let exporter = match protocol.as_str() {
+        "grpc" => SpanExporter::builder().with_tonic().build(),
+        "http/protobuf" => SpanExporter::builder()
+            .with_http()
+            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+            .build(),
+        other => {
+            return Err(format!(
+                "OTEL_EXPORTER_OTLP_PROTOCOL {other:?} is not supported (grpc, http/protobuf)"
+            ));
+        }
+    }
+    .map_err(|e| e.to_string())?;
+    let mut resource = opentelemetry_sdk::Resource::builder();
+    if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
+        resource = resource.with_service_name(default_service.to_string());
+    }
+    Ok(opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource.build())
+        .build())
+}
+
+/// The W3C `traceparent` of `span`, when it belongs to a sampled trace.
+pub fn traceparent_of(span: &tracing::Span) -> Option<String> {
+    use opentelemetry::propagation::TextMapPropagator as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    let context = span.context();
+    let mut carrier = std::collections::HashMap::new();
+    opentelemetry_sdk::propagation::TraceContextPropagator::new()
+        .inject_context(&context, &mut carrier);
+    carrier.remove("traceparent")
+}
+
+/// Makes `span` a child of the remote span named by `traceparent`.
+pub fn set_parent(span: &tracing::Span, traceparent: &str) {
+    use opentelemetry::propagation::TextMapPropagator as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    let carrier =
+        std::collections::HashMap::from([("traceparent".to_string(), traceparent.to_string())]);
+    let parent = opentelemetry_sdk::propagation::TraceContextPropagator::new().extract(&carrier);
+    let _ = span.set_parent(parent);
+}
+
+/// The trace id of `span` as hex, for log lines.
+pub fn trace_id_of(span: &tracing::Span) -> Option<String> {
+    traceparent_of(span).and_then(|tp| tp.split('-').nth(1).map(str::to_string))
 }
 
 /// Installs the Prometheus recorder for this process and returns the handle that renders it.
@@ -49,4 +152,36 @@ pub fn init_metrics() -> PrometheusHandle {
         .expect("metrics recorder is installed once per process");
     metrics::gauge!(names::BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     handle
+}
+
+/// Samples what only a look can tell: this process's CPU and memory, and (given a pool, in one
+/// process per deployment: the API) gauges read from the database, every `every`.
+pub fn spawn_sampler(
+    pool: Option<sqlx::PgPool>,
+    every: std::time::Duration,
+) -> tokio::task::JoinHandle<()> {
+    let collector = metrics_process::Collector::default();
+    collector.describe();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            collector.collect();
+            if let Some(pool) = &pool
+                && let Err(e) = sample_database(pool).await
+            {
+                tracing::debug!(error = %e, "could not sample database gauges");
+            }
+        }
+    })
+}
+
+async fn sample_database(pool: &sqlx::PgPool) -> crate::error::Result<()> {
+    let gauges = crate::store::runs::run_gauges(pool).await?;
+    metrics::gauge!(names::RUNS_IN_PROGRESS).set(gauges.runs_in_progress as f64);
+    metrics::gauge!(names::APPROVALS_PENDING).set(gauges.approvals_pending as f64);
+    for (state, n) in crate::queue::depth(pool).await? {
+        metrics::gauge!(names::QUEUE_DEPTH, "state" => state).set(n as f64);
+    }
+    Ok(())
 }

@@ -20,7 +20,7 @@ use crate::executor::{Executor, INTERRUPTED, Invocation, Outcome};
 use crate::maintenance::rescuer::{self, RescuerConfig};
 use crate::queue::{self, ConsumerConfig, JobHandler, NodeJob};
 use crate::store;
-use crate::telemetry::names;
+use crate::telemetry::{self, names};
 
 /// A process-unique worker name: the queue tracks liveness per name.
 pub fn unique_name(prefix: &str) -> String {
@@ -83,16 +83,38 @@ impl NodeRunner {
     /// Runs one job to its end. Stale jobs return at once; database errors are returned so the
     /// queue delivers the job again.
     pub async fn run_job(&self, job: NodeJob) -> crate::error::Result<()> {
-        let span = tracing::info_span!("node.execute", run_id = %job.run_id, node_id = %job.node_id, attempt = job.attempt);
-        self.run_job_inner(job).instrument(span).await
-    }
-
-    async fn run_job_inner(&self, job: NodeJob) -> crate::error::Result<()> {
         let Some(claimed) = engine::node_claim(&self.pool, &job, &self.name, self.lease).await?
         else {
             tracing::debug!(run_id = %job.run_id, node_id = %job.node_id, attempt = job.attempt, "stale job, nothing to do");
             return Ok(());
         };
+        // One span per node attempt, a child of the request that started the run, in
+        // whichever worker it runs.
+        let span = tracing::info_span!(
+            "node.execute",
+            run_id = %job.run_id,
+            node_id = %job.node_id,
+            agent = %claimed.node.agent.name,
+            action = %claimed.node.action,
+            attempt = job.attempt,
+            worker = %self.name,
+            outcome = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+        );
+        if let Some(parent) = &claimed.job.traceparent {
+            telemetry::set_parent(&span, parent);
+        }
+        if let Some(traceparent) = telemetry::traceparent_of(&span) {
+            let mut parts = traceparent.split('-').skip(1);
+            span.record("trace_id", parts.next());
+            span.record("span_id", parts.next());
+        }
+        self.run_claimed(claimed).instrument(span).await
+    }
+
+    async fn run_claimed(&self, claimed: Claimed) -> crate::error::Result<()> {
+        let job = claimed.job.clone();
         metrics::histogram!(names::QUEUE_WAIT).record(claimed.queue_wait.as_secs_f64());
         let key: AttemptKey = (job.run_id, job.node_id.clone(), job.attempt);
         let cancel = self.shutdown_expired.child_token();
@@ -120,8 +142,27 @@ impl NodeRunner {
         };
         metrics::counter!(names::NODE_EXECUTIONS, "agent" => agent.clone(), "action" => action, "status" => status)
             .increment(1);
+        let project = claimed.project_id.to_string();
+        let workflow = claimed.workflow_name.clone();
+        // Fractional totals: the metrics crate's counters are integers, so these monotonic
+        // sums are kept as gauges that only ever increase (rate() works the same).
+        metrics::gauge!(names::EXECUTION_SECONDS, "project" => project.clone(), "workflow" => workflow.clone(), "agent" => agent.clone())
+            .increment(elapsed.as_secs_f64());
+        if let Some(rate) = claimed.node.agent.cost_per_minute {
+            metrics::gauge!(names::COST, "project" => project, "workflow" => workflow, "agent" => agent.clone())
+                .increment(elapsed.as_secs_f64() / 60.0 * rate);
+        }
 
         let recorded = self.record_with_retry(&claimed, &result).await?;
+        tracing::Span::current().record(
+            "outcome",
+            match &recorded.effect {
+                AttemptEffect::Stale => "stale",
+                AttemptEffect::Completed { .. } => "completed",
+                AttemptEffect::RetryScheduled { .. } => "retry_scheduled",
+                AttemptEffect::FailedForGood { .. } => "failed",
+            },
+        );
         match &recorded.effect {
             AttemptEffect::Stale => tracing::info!(
                 run_id = %job.run_id, node_id = %job.node_id, attempt = job.attempt,
@@ -164,10 +205,6 @@ impl NodeRunner {
         }
         if let Some((status, duration)) = recorded.run_finished {
             tracing::info!(run_id = %job.run_id, status = %status, duration_ms = duration.as_millis() as u64, "run finished");
-            metrics::counter!(names::RUNS_FINISHED, "workflow" => claimed.workflow_name.clone(), "status" => status.as_str())
-                .increment(1);
-            metrics::histogram!(names::RUN_DURATION, "workflow" => claimed.workflow_name.clone(), "status" => status.as_str())
-                .record(duration.as_secs_f64());
             let body = lifecycle(json!({
                 "runId": job.run_id, "workflowId": claimed.workflow_id, "workflowName": claimed.workflow_name,
                 "status": status, "durationMs": duration.as_millis() as u64,
@@ -199,6 +236,11 @@ impl NodeRunner {
             ("ORCH_NODE_ID".to_string(), claimed.job.node_id.clone()),
             ("ORCH_ATTEMPT".to_string(), claimed.job.attempt.to_string()),
         ];
+        let mut env = env;
+        // The agent continues the trace: its own spans become children of this node's span.
+        if let Some(traceparent) = telemetry::traceparent_of(&tracing::Span::current()) {
+            env.push(("TRACEPARENT".to_string(), traceparent));
+        }
         let outcome = self
             .executor
             .run(Invocation {

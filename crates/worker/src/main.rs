@@ -28,7 +28,7 @@ struct Args {
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    telemetry::init_logging(args.log.log_format);
+    let _telemetry = telemetry::init(args.log.log_format, "orchestration-worker");
     if let Err(e) = run(args).await {
         tracing::error!(error = %e, "orchestration-worker stopped");
         eprintln!("orchestration-worker: {e}");
@@ -51,6 +51,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     )
     .await
     .map_err(|e| anyhow::anyhow!("DATABASE_URL: {e}"))?;
+    telemetry::spawn_sampler(None, std::time::Duration::from_secs(5));
     let listener = tokio::net::TcpListener::bind(args.metrics_listen)
         .await
         .map_err(|e| anyhow::anyhow!("ORCH_METRICS_LISTEN {}: {e}", args.metrics_listen))?;

@@ -1,6 +1,7 @@
 mod agents;
 mod alerts;
 mod approvals;
+mod cost;
 mod events;
 mod health;
 mod projects;
@@ -34,6 +35,8 @@ pub fn router() -> Router<AppState> {
         )
         .route("/api/workflows/{id}/trigger", post(runs::trigger))
         .route("/api/workflows/{id}/runs", get(runs::list))
+        .route("/api/workflows/{id}/cost", get(cost::workflow))
+        .route("/api/cost", get(cost::project))
         .route(
             "/api/workflows/{id}/runs/{run_id}",
             get(runs::get_in_workflow),

@@ -14,6 +14,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 pub use async_nats;
 
@@ -186,7 +187,11 @@ async fn handle(pool: &PgPool, stream: &str, message: jetstream::Message) {
         received_at: Utc::now(),
         project_id: None,
     };
-    match event_ingest(pool, &event).await {
+    let span = tracing::info_span!("event.ingest", otel.kind = "consumer", subject = %subject, event_id = %event.id);
+    if let Some(parent) = message.headers.as_ref().and_then(|h| h.get("traceparent")) {
+        crate::telemetry::set_parent(&span, parent.as_str());
+    }
+    match event_ingest(pool, &event).instrument(span).await {
         Ok(_) => {
             if let Err(e) = message.ack().await {
                 // The runs are committed; a redelivery will find the event and do nothing.

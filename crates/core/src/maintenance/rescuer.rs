@@ -69,6 +69,7 @@ pub async fn run_once(pool: &PgPool, config: &RescuerConfig) -> Result<Repairs> 
                 run_id,
                 node_id,
                 attempt,
+                traceparent: None,
             })
             .collect();
         let mut tx = pool.begin().await?;
@@ -138,6 +139,7 @@ async fn rescue_expired_lease(pool: &PgPool, lease: &nodes::ExpiredLease) -> Res
         run_id: lease.run_id,
         node_id: lease.node_id.clone(),
         attempt: lease.attempt,
+        traceparent: None,
     };
     let result = AttemptResult::Failed {
         error: format!("worker lost: {holder} stopped renewing its lease on this attempt"),
@@ -228,6 +230,7 @@ async fn unstall_run(pool: &PgPool, run_id: Uuid) -> Result<bool> {
         dispatch,
         Some(&plan),
         engine::Dispatch::Revive,
+        None,
     )
     .await?;
     engine::run_finish_if_done(&mut tx, run_id).await?;

@@ -8,7 +8,7 @@ use uuid::Uuid;
 use crate::domain::{Agent, AgentInput, AgentType, RiskLevel};
 use crate::error::{Error, Result};
 
-const COLUMNS: &str = "id, project_id, name, type, risk_level, entrypoint, args, url, capabilities, timeout_seconds, retry, created_at, updated_at";
+const COLUMNS: &str = "id, project_id, name, type, risk_level, entrypoint, args, url, capabilities, timeout_seconds, retry, cost_per_minute, created_at, updated_at";
 
 fn from_row(row: &PgRow) -> Result<Agent> {
     let kind: String = row.get("type");
@@ -26,6 +26,7 @@ fn from_row(row: &PgRow) -> Result<Agent> {
         capabilities: row.get::<Json<_>, _>("capabilities").0,
         timeout_seconds: timeout.map(|t| t as u32),
         retry: row.get::<Option<Json<_>>, _>("retry").map(|j| j.0),
+        cost_per_minute: row.get("cost_per_minute"),
         created_at: row.get("created_at"),
         updated_at: row.get("updated_at"),
     })
@@ -41,8 +42,8 @@ pub async fn agent_insert(
     input: &AgentInput,
 ) -> Result<Agent> {
     let sql = format!(
-        "INSERT INTO agents (id, project_id, name, type, risk_level, entrypoint, args, url, capabilities, timeout_seconds, retry)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING {COLUMNS}"
+        "INSERT INTO agents (id, project_id, name, type, risk_level, entrypoint, args, url, capabilities, timeout_seconds, retry, cost_per_minute)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING {COLUMNS}"
     );
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(Uuid::now_v7())
@@ -56,6 +57,7 @@ pub async fn agent_insert(
         .bind(Json(&input.capabilities))
         .bind(input.timeout_seconds.map(|t| t as i32))
         .bind(input.retry.as_ref().map(Json))
+        .bind(input.cost_per_minute)
         .fetch_one(db)
         .await
         .map_err(|e| super::unique_violation(e, duplicate(&input.name)))?;
@@ -70,7 +72,7 @@ pub async fn agent_update(
 ) -> Result<Agent> {
     let sql = format!(
         "UPDATE agents SET name = $3, type = $4, risk_level = $5, entrypoint = $6, args = $7, url = $8,
-                capabilities = $9, timeout_seconds = $10, retry = $11, updated_at = now()
+                capabilities = $9, timeout_seconds = $10, retry = $11, cost_per_minute = $12, updated_at = now()
          WHERE project_id = $1 AND id = $2 RETURNING {COLUMNS}"
     );
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -85,6 +87,7 @@ pub async fn agent_update(
         .bind(Json(&input.capabilities))
         .bind(input.timeout_seconds.map(|t| t as i32))
         .bind(input.retry.as_ref().map(Json))
+        .bind(input.cost_per_minute)
         .fetch_optional(db)
         .await
         .map_err(|e| super::unique_violation(e, duplicate(&input.name)))?;

@@ -5,6 +5,7 @@
 pub mod agents;
 pub mod alerts;
 pub mod approvals;
+pub mod cost;
 pub mod events;
 pub mod nodes;
 pub mod projects;

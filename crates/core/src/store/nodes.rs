@@ -104,6 +104,8 @@ pub struct AgentRunResult<'a> {
     pub output: Option<&'a Value>,
     pub error: Option<&'a str>,
     pub exit_code: Option<i32>,
+    /// The agent's rate, to price the attempt by its duration.
+    pub cost_per_minute: Option<f64>,
 }
 
 /// Closes a RUNNING attempt. Returns false when the attempt was already closed by someone
@@ -115,7 +117,8 @@ pub async fn agent_run_finish_if_running(
     let done = sqlx::query(
         "UPDATE agent_runs
          SET status = $4, output = $5, error = $6, exit_code = $7, finished_at = now(),
-             duration_ms = (extract(epoch FROM now() - started_at) * 1000)::bigint
+             duration_ms = (extract(epoch FROM now() - started_at) * 1000)::bigint,
+             cost = extract(epoch FROM now() - started_at) / 60.0 * $8
          WHERE run_id = $1 AND node_id = $2 AND attempt = $3 AND status = 'RUNNING'",
     )
     .bind(r.run_id)
@@ -125,6 +128,7 @@ pub async fn agent_run_finish_if_running(
     .bind(r.output.map(Json))
     .bind(r.error)
     .bind(r.exit_code)
+    .bind(r.cost_per_minute)
     .execute(db)
     .await?;
     Ok(done.rows_affected() == 1)

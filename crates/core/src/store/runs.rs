@@ -44,14 +44,15 @@ pub struct NewRun<'a> {
     pub context: &'a Value,
     pub idempotency_key: Option<&'a str>,
     pub triggered_by: Option<&'a str>,
+    pub traceparent: Option<&'a str>,
 }
 
 /// Inserts a run that starts now, with a node state per planned node: roots READY, the rest
 /// PENDING on their dependencies.
 pub async fn run_insert(conn: &mut PgConnection, run: &NewRun<'_>) -> Result<RunSummary> {
     let sql = format!(
-        "INSERT INTO workflow_runs (id, project_id, workflow_id, workflow_version, workflow_name, definition, trigger, status, context, started_at, idempotency_key, triggered_by)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 'RUNNING', $8, now(), $9, $10) RETURNING {COLUMNS}"
+        "INSERT INTO workflow_runs (id, project_id, workflow_id, workflow_version, workflow_name, definition, trigger, status, context, started_at, idempotency_key, triggered_by, traceparent)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 'RUNNING', $8, now(), $9, $10, $11) RETURNING {COLUMNS}"
     );
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(run.id)
@@ -64,6 +65,7 @@ pub async fn run_insert(conn: &mut PgConnection, run: &NewRun<'_>) -> Result<Run
         .bind(Json(run.context))
         .bind(run.idempotency_key)
         .bind(run.triggered_by)
+        .bind(run.traceparent)
         .fetch_one(&mut *conn)
         .await
         .map_err(|e| match &e {
@@ -205,6 +207,7 @@ pub async fn run_lock(conn: &mut PgConnection, run_id: Uuid) -> Result<Option<Ru
 /// The run-level facts a worker needs to execute one node.
 pub struct RunForNode {
     pub project_id: i64,
+    pub traceparent: Option<String>,
     pub workflow_name: String,
     pub workflow_id: Uuid,
     pub status: RunStatus,
@@ -218,7 +221,7 @@ pub async fn run_get_for_node(
     node_id: &str,
 ) -> Result<Option<RunForNode>> {
     let row = sqlx::query(
-        "SELECT project_id, workflow_name, workflow_id, status, context, definition->'nodes'->$2 AS node FROM workflow_runs WHERE id = $1",
+        "SELECT project_id, traceparent, workflow_name, workflow_id, status, context, definition->'nodes'->$2 AS node FROM workflow_runs WHERE id = $1",
     )
     .bind(run_id)
     .bind(node_id)
@@ -228,6 +231,7 @@ pub async fn run_get_for_node(
     let status: String = row.get("status");
     Ok(Some(RunForNode {
         project_id: row.get("project_id"),
+        traceparent: row.get("traceparent"),
         workflow_name: row.get("workflow_name"),
         workflow_id: row.get("workflow_id"),
         status: super::decode(RunStatus::parse(&status), "run status", &status)?,
@@ -257,14 +261,24 @@ pub async fn run_finish(
     let row = sqlx::query(
         "UPDATE workflow_runs SET status = $2, error = $3, finished_at = now()
          WHERE id = $1 AND status NOT IN ('COMPLETED', 'FAILED', 'CANCELLED')
-         RETURNING coalesce(started_at, created_at) AS started_at, finished_at",
+         RETURNING coalesce(started_at, created_at) AS started_at, finished_at, workflow_name",
     )
     .bind(run_id)
     .bind(status.as_str())
     .bind(error)
     .fetch_optional(conn)
     .await?;
-    Ok(row.map(|r| (r.get("started_at"), r.get("finished_at"))))
+    let Some(r) = row else { return Ok(None) };
+    let (started, finished): (DateTime<Utc>, DateTime<Utc>) =
+        (r.get("started_at"), r.get("finished_at"));
+    let duration = (finished - started).to_std().unwrap_or_default();
+    let workflow: String = r.get("workflow_name");
+    // Counted where every run ends, whoever ends it (worker, cancel, rescuer, approvals).
+    metrics::counter!(crate::telemetry::names::RUNS_FINISHED, "workflow" => workflow.clone(), "status" => status.as_str())
+        .increment(1);
+    metrics::histogram!(crate::telemetry::names::RUN_DURATION, "workflow" => workflow, "status" => status.as_str())
+        .record(duration.as_secs_f64());
+    Ok(Some((started, finished)))
 }
 
 /// The run an earlier trigger with this idempotency key created.
@@ -387,4 +401,22 @@ pub async fn run_resume_if_no_approvals(db: impl PgExecutor<'_>, run_id: Uuid) -
     .execute(db)
     .await?;
     Ok(())
+}
+
+pub struct Gauges {
+    pub runs_in_progress: i64,
+    pub approvals_pending: i64,
+}
+
+pub async fn run_gauges(db: impl PgExecutor<'_>) -> Result<Gauges> {
+    let row = sqlx::query(
+        "SELECT (SELECT count(*) FROM workflow_runs WHERE status IN ('PENDING', 'RUNNING', 'WAITING_APPROVAL')) AS runs,
+                (SELECT count(*) FROM approvals WHERE status = 'PENDING') AS approvals",
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(Gauges {
+        runs_in_progress: row.get("runs"),
+        approvals_pending: row.get("approvals"),
+    })
 }
