@@ -219,3 +219,192 @@ fn attr(span: &fake_opentelemetry_collector::ExportedSpan, key: &str) -> String 
     }
     raw.to_string()
 }
+
+/// Every metric the issue names, exported after a scan-and-notify run (the union of the API's
+/// and a worker's `/metrics`).
+pub const EXPECTED_METRICS: &[&str] = &[
+    "http_server_request_duration_seconds",
+    "orchestration_workflow_runs_started_total",
+    "orchestration_workflow_runs_finished_total",
+    "orchestration_workflow_run_duration_seconds",
+    "orchestration_workflow_runs_in_progress",
+    "orchestration_node_executions_total",
+    "orchestration_agent_run_duration_seconds",
+    "orchestration_node_retries_total",
+    "orchestration_queue_wait_seconds",
+    "orchestration_queue_depth",
+    "orchestration_approvals_pending",
+    "orchestration_approval_wait_seconds",
+    "orchestration_events_received_total",
+    "orchestration_alerts_received_total",
+    "orchestration_rescuer_repairs_total",
+    "orchestration_execution_seconds_total",
+    "orchestration_cost_total",
+    "process_cpu_seconds_total",
+    "process_resident_memory_bytes",
+    "orchestration_build_info",
+];
+
+/// Metric names (without `_bucket`/`_sum`/`_count` suffixes) in a Prometheus text exposition.
+pub fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .map(|n| {
+            ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| n.strip_suffix(s))
+                .unwrap_or(n)
+                .to_string()
+        })
+        .collect()
+}
+
+/// Scrapes the API and the first worker after a run that exercises retries, approvals, events,
+/// alerts, cost and a rescue.
+pub async fn scrape_after_a_busy_run() -> (String, String) {
+    let mut app = TestApp::spawn_with(
+        1,
+        &[
+            ("ORCH_RESCUE_INTERVAL_MS", "250"),
+            ("ORCH_RESCUE_READY_AFTER_MS", "1000"),
+        ],
+    )
+    .await;
+    let scanner = app
+        .create_agent(
+            "security-scanner",
+            "security-scanner",
+            &["scan"],
+            json!({"costPerMinute": 0.5}),
+        )
+        .await;
+    let notifier = app
+        .create_agent(
+            "notifier",
+            "notifier",
+            &["send"],
+            json!({"riskLevel": "APPROVAL_REQUIRED"}),
+        )
+        .await;
+    let flaky = app
+        .create_agent(
+            "flaky",
+            "testing/flaky",
+            &["work"],
+            json!({"retry": {"maxAttempts": 2, "initialBackoffMs": 10}}),
+        )
+        .await;
+    let wf = app
+        .create_workflow(json!({"name": "scan-and-notify", "trigger": {"type": "event", "pattern": "alert.>"}, "nodes": [
+            {"id": "scan-node", "agentId": scanner, "action": "scan", "inputsJson": {"repositoryPath": "{{ context.repositoryPath }}"}},
+            {"id": "flaky", "agentId": flaky, "action": "work", "inputsJson": {"failTimes": 1}},
+            {"id": "notify-node", "agentId": notifier, "action": "send", "dependsOn": ["scan-node", "flaky"],
+             "inputsJson": {"channel": "console", "message": "Security scan complete: {{ nodes.scan-node.output.summary.total }} findings"}}]}))
+        .await;
+    let repo = fixtures_dir().join("vulnerable-repo").display().to_string();
+    let run_id = app.trigger(&wf, json!({"repositoryPath": repo})).await;
+    // An alert (and so an event) too.
+    let sample: Value = orchestration_e2e::serde_json::from_str(
+        &std::fs::read_to_string(
+            fixtures_dir().join("alertmanager/alertmanager-webhook-sample.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let (status, _) = app.post("/api/webhooks/alertmanager", sample).await;
+    assert_eq!(status, StatusCode::OK);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let run = app.run(&run_id).await;
+        if let Some(a) = run["approvals"]
+            .as_array()
+            .and_then(|a| a.iter().find(|a| a["status"] == "PENDING"))
+        {
+            let (status, _) = app
+                .post(
+                    &format!("/api/approvals/{}/approve", a["id"].as_str().unwrap()),
+                    json!({"by": "ops"}),
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{run:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let run = app.wait_for_run(&run_id, Duration::from_secs(30)).await;
+    assert_eq!(run["status"], "COMPLETED", "{run:#}");
+    // A rescue: a run whose nodes are all done (here by hand) but which is still open.
+    let other = app.trigger(&wf, json!({"repositoryPath": repo})).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while app.run(&other).await["status"] != "WAITING_APPROVAL" {
+        assert!(std::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut conn = app.db().await;
+    sqlx::query("UPDATE node_states SET status = 'COMPLETED', output = '{}', finished_at = now() WHERE run_id = $1::uuid")
+        .bind(&other)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    app.wait_for_run(&other, Duration::from_secs(30)).await;
+    // Let the API's sampler take one more look at the database gauges.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let api = app
+        .client
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = app.workers[0].wait_for_log("worker metrics listening", Duration::from_secs(5));
+    let worker = app
+        .client
+        .get(format!(
+            "http://{}/metrics",
+            line["metrics_addr"].as_str().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    (api, worker)
+}
+
+#[tokio::test]
+async fn every_named_metric_is_exported_with_route_templates_not_raw_paths() {
+    let (api, worker) = scrape_after_a_busy_run().await;
+    let mut names = metric_names(&api);
+    names.extend(metric_names(&worker));
+    for expected in EXPECTED_METRICS {
+        assert!(
+            names.contains(*expected),
+            "{expected} is not exported\nAPI:\n{api}\nworker:\n{worker}"
+        );
+    }
+    assert!(
+        api.contains(r#"route="/api/runs/{run_id}""#),
+        "route label is the template"
+    );
+    assert!(
+        !api.lines()
+            .any(|l| l.starts_with("http_server") && l.contains("route=\"/api/runs/0")),
+        "no raw paths"
+    );
+    assert!(api.contains(r#"orchestration_workflow_runs_started_total{workflow="scan-and-notify",trigger="manual"}"#), "{api}");
+    assert!(api.contains(
+        r#"orchestration_alerts_received_total{alertname="AlwaysFiring",status="firing"}"#
+    ));
+    assert!(worker.contains(r#"orchestration_cost_total{project="1",workflow="scan-and-notify",agent="security-scanner"}"#), "{worker}");
+    assert!(
+        worker.contains(r#"orchestration_rescuer_repairs_total{kind="unfinalized_run"}"#),
+        "{worker}"
+    );
+    assert!(worker.contains(r#"orchestration_node_retries_total{agent="flaky"}"#));
+    assert!(api.contains("orchestration_build_info{version="));
+}

@@ -88,14 +88,6 @@ pub async fn event_ingest(pool: &PgPool, event: &IncomingEvent) -> Result<Ingest
     let mut tx = pool.begin().await?;
     let ingested = event_ingest_in(&mut tx, event, trigger_name(event.source)).await?;
     tx.commit().await?;
-    let status = if ingested.duplicate {
-        "duplicate"
-    } else if ingested.runs.is_empty() {
-        "unmatched"
-    } else {
-        "triggered"
-    };
-    metrics::counter!(names::EVENTS_RECEIVED, "source" => event.source.as_str(), "status" => status).increment(1);
     if !ingested.duplicate {
         tracing::info!(subject = %event.subject, event_id = %event.id, runs = ?ingested.runs, "event ingested");
     }
@@ -124,6 +116,7 @@ pub async fn event_ingest_in(
     )
     .await?
     {
+        count(event.source, "duplicate");
         return Ok(Ingested {
             runs: events::event_runs(&mut *tx, &event.key).await?,
             duplicate: true,
@@ -159,10 +152,23 @@ pub async fn event_ingest_in(
         }
     }
     events::event_set_runs(&mut *tx, &event.key, &runs).await?;
+    count(
+        event.source,
+        if runs.is_empty() {
+            "unmatched"
+        } else {
+            "triggered"
+        },
+    );
     Ok(Ingested {
         runs,
         duplicate: false,
     })
+}
+
+fn count(source: Source, status: &'static str) {
+    metrics::counter!(names::EVENTS_RECEIVED, "source" => source.as_str(), "status" => status)
+        .increment(1);
 }
 
 #[cfg(test)]
