@@ -407,4 +407,52 @@ async fn every_named_metric_is_exported_with_route_templates_not_raw_paths() {
     );
     assert!(worker.contains(r#"orchestration_node_retries_total{agent="flaky"}"#));
     assert!(api.contains("orchestration_build_info{version="));
+
+    // No dashboard panel or alert rule reads a series the service does not export.
+    let samples: std::collections::BTreeSet<&str> = api
+        .lines()
+        .chain(worker.lines())
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    let used =
+        std::fs::read_to_string(orchestration_e2e::repo_root().join("deploy/metric-names.txt"))
+            .unwrap();
+    let used: Vec<&str> = used
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert!(
+        used.len() > 10,
+        "deploy/metric-names.txt lists the names dashboards and rules use"
+    );
+    for name in used {
+        assert!(
+            samples.contains(name),
+            "{name} is used by a dashboard or rule but not exported"
+        );
+    }
+}
+
+#[test]
+fn deployment_files_pass_their_checks() {
+    // docker-compose config, promtool check/test rules, amtool check-config, dashboards JSON,
+    // and that deploy/metric-names.txt matches what dashboards and rules use.
+    let output = std::process::Command::new("bash")
+        .arg(orchestration_e2e::repo_root().join("scripts/check-deploy.sh"))
+        .current_dir(orchestration_e2e::repo_root())
+        .output()
+        .expect("check-deploy.sh runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{text}");
+    assert!(
+        text.contains("promtool test rules") && text.contains("PASS"),
+        "{text}"
+    );
+    assert!(!text.contains("FAIL"), "{text}");
 }
