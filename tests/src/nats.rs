@@ -38,7 +38,8 @@ pub struct PrivateNats {
     pub port: u16,
     /// Directory holding everything below; removed on drop.
     root: PathBuf,
-    /// JetStream storage (`-sd`); kept across restarts.
+    /// JetStream storage (`-sd`; the server keeps its data in `jetstream/` below it); kept
+    /// across restarts.
     store_dir: PathBuf,
     /// Server log (`-l`), appended to across restarts.
     log_file: PathBuf,
@@ -52,7 +53,7 @@ pub struct PrivateNats {
 }
 
 impl PrivateNats {
-    /// Starts `nats-server -a 127.0.0.1 -p PORT -js -sd <tmpdir>/jetstream -l <tmpdir>/server.log`
+    /// Starts `nats-server -a 127.0.0.1 -p PORT -js -sd <tmpdir>/store -l <tmpdir>/server.log`
     /// and waits until it greets clients on the port and has logged that it is ready. Returns
     /// None with a printed reason (eprintln!) if the binary is missing or the server does not
     /// come up; the test then skips.
@@ -72,7 +73,7 @@ impl PrivateNats {
         };
         let mut nats = PrivateNats {
             port: 0,
-            store_dir: root.join("jetstream"),
+            store_dir: root.join("store"),
             log_file: root.join("server.log"),
             output_file: root.join("server.out"),
             root,

@@ -709,3 +709,31 @@ async fn an_unanswered_approval_expires_and_fails_the_node() {
     .await;
     assert_eq!(status, StatusCode::CONFLICT);
 }
+
+#[tokio::test]
+async fn the_alertmanager_webhook_requires_its_bearer_token_when_one_is_set() {
+    let app = TestApp::spawn_with(0, &[("ORCH_ALERTMANAGER_TOKEN", "s3cret-token")]).await;
+    let sample = fixture("alertmanager-webhook-sample.json");
+    let url = format!("{}/api/webhooks/alertmanager", app.base);
+    for auth in [None, Some("Bearer wrong"), Some("s3cret-token")] {
+        let mut req = app.client.post(&url).json(&sample);
+        if let Some(a) = auth {
+            req = req.header("Authorization", a);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{auth:?}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "unauthorized");
+    }
+    let resp = app
+        .client
+        .post(&url)
+        .bearer_auth("s3cret-token")
+        .json(&sample)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let (_, alerts) = app.get("/api/alerts").await;
+    assert_eq!(alerts["items"].as_array().unwrap().len(), 1);
+}

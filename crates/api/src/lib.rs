@@ -26,6 +26,8 @@ pub struct AppState {
     /// Present when NATS_URL is set; health reports its connection.
     pub nats: Option<orchestration_core::events::nats::async_nats::Client>,
     pub publisher: orchestration_core::events::nats::Publisher,
+    /// When set, the AlertManager webhook requires `Authorization: Bearer <token>`.
+    pub alertmanager_token: Option<String>,
     pub metrics: Option<PrometheusHandle>,
     pub started: Instant,
 }

@@ -19,6 +19,9 @@ struct Args {
     /// Workers to run inside this process, so one command gives a working system.
     #[arg(long, env = "ORCH_EMBEDDED_WORKERS", default_value_t = 0)]
     embedded_workers: u32,
+    /// Bearer token the AlertManager webhook requires (AlertManager's http_config sends it).
+    #[arg(long, env = "ORCH_ALERTMANAGER_TOKEN", hide_env_values = true)]
+    alertmanager_token: Option<String>,
     #[command(flatten)]
     database: DatabaseArgs,
     #[command(flatten)]
@@ -92,6 +95,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         pool,
         nats: nats_client,
         publisher,
+        alertmanager_token: args.alertmanager_token.clone().filter(|t| !t.is_empty()),
         metrics: Some(metrics),
         started: Instant::now(),
     };

@@ -12,7 +12,24 @@ use crate::extract::ApiQuery;
 
 /// AlertManager's webhook receiver. Any body that is not a valid version-4 payload gets a 4xx
 /// that says what is wrong.
-pub async fn webhook(State(state): State<AppState>, body: Bytes) -> ApiResult<Json<Value>> {
+pub async fn webhook(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    if let Some(expected) = &state.alertmanager_token {
+        let given = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !constant_time_eq(given.as_bytes(), expected.as_bytes()) {
+            return Err(ApiError::Unauthorized(
+                "the AlertManager webhook needs Authorization: Bearer <ORCH_ALERTMANAGER_TOKEN>"
+                    .into(),
+            ));
+        }
+    }
     let hook: Webhook = serde_json::from_slice(&body).map_err(|e| {
         if e.is_data() {
             ApiError::Unprocessable(format!("not an AlertManager webhook body: {e}"))
@@ -53,4 +70,9 @@ pub async fn list(
     }
     let items = store::alerts::alert_list(&state.pool, status, limit).await?;
     Ok(Json(json!({ "items": items })))
+}
+
+/// Compares secrets without leaking where they differ through timing.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
