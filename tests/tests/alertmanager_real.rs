@@ -5,95 +5,12 @@
 //! without them the test says why on stderr and passes without checking anything. Everything
 //! listens on 127.0.0.1 only, on ports picked free at start.
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use orchestration_e2e::{Proc, TestApp};
 
-/// The executable `name` on PATH or in /usr/bin, /usr/sbin.
-fn find_binary(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/sbin")])
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file())
-}
-
-/// A port nobody listens on right now (bound on loopback and released).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind an ephemeral loopback port")
-        .port()
-}
-
-/// A scratch directory removed when dropped.
-struct ScratchDir(PathBuf);
-
-impl ScratchDir {
-    fn new() -> ScratchDir {
-        let dir = std::env::temp_dir().join(format!(
-            "orch-alertmanager-e2e-{}",
-            uuid::Uuid::new_v4().simple()
-        ));
-        std::fs::create_dir_all(&dir).expect("create scratch dir");
-        ScratchDir(dir)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-
-    fn write(&self, name: &str, contents: &str) -> PathBuf {
-        let path = self.0.join(name);
-        std::fs::write(&path, contents).unwrap_or_else(|e| panic!("writing {path:?}: {e}"));
-        path
-    }
-}
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Waits until `GET {url}` answers 200, failing with the process's output if it dies first.
-async fn wait_ready(client: &orchestration_e2e::reqwest::Client, proc: &mut Proc, url: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(resp) = client.get(url).send().await
-            && resp.status().is_success()
-        {
-            return;
-        }
-        assert!(
-            proc.is_alive(),
-            "{} exited before {url} was ready:\n{}",
-            proc.name,
-            proc.dump()
-        );
-        assert!(
-            Instant::now() < deadline,
-            "{} not ready at {url} within 30 s:\n{}",
-            proc.name,
-            proc.dump()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Best-effort text of `GET {url}`, for the failure report.
-async fn fetch_text(client: &orchestration_e2e::reqwest::Client, url: &str) -> String {
-    match client.get(url).send().await {
-        Ok(resp) => resp
-            .text()
-            .await
-            .unwrap_or_else(|e| format!("<unreadable: {e}>")),
-        Err(e) => format!("<request failed: {e}>"),
-    }
-}
+use orchestration_e2e::monitoring::{ScratchDir, fetch_text, find_binary, free_port, wait_ready};
 
 #[tokio::test]
 async fn a_real_alertmanager_delivers_a_firing_alert_that_is_stored() {
@@ -111,7 +28,7 @@ async fn a_real_alertmanager_delivers_a_firing_alert_that_is_stored() {
 
     let app = TestApp::spawn(0).await;
     // Declared before the processes so it is removed after they are killed.
-    let scratch = ScratchDir::new();
+    let scratch = ScratchDir::new("orch-alertmanager-e2e");
     let am_port = free_port();
     let prom_port = free_port();
     let am_base = format!("http://127.0.0.1:{am_port}");

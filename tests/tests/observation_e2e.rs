@@ -8,99 +8,15 @@
 //! without them the test says why on stderr and passes without checking anything. Everything
 //! listens on 127.0.0.1 only, on ports picked free at start.
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use orchestration_e2e::monitoring::{ScratchDir, fetch_text, find_binary, free_port, wait_ready};
 use orchestration_e2e::reqwest::Client;
 use orchestration_e2e::serde_json::{Value, json};
 use orchestration_e2e::{Proc, TestApp, node, repo_root};
 
 const ALERT: &str = "WorkflowFailureRateHigh";
-
-/// The executable `name` on PATH or in /usr/bin, /usr/sbin.
-fn find_binary(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/sbin")])
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file())
-}
-
-/// A port nobody listens on right now (bound on loopback and released).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind an ephemeral loopback port")
-        .port()
-}
-
-/// A scratch directory removed when dropped.
-struct ScratchDir(PathBuf);
-
-impl ScratchDir {
-    fn new() -> ScratchDir {
-        let dir = std::env::temp_dir().join(format!(
-            "orch-observation-e2e-{}",
-            uuid::Uuid::new_v4().simple()
-        ));
-        std::fs::create_dir_all(&dir).expect("create scratch dir");
-        ScratchDir(dir)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-
-    fn write(&self, name: &str, contents: &str) -> PathBuf {
-        let path = self.0.join(name);
-        std::fs::write(&path, contents).unwrap_or_else(|e| panic!("writing {path:?}: {e}"));
-        path
-    }
-}
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Waits until `GET {url}` answers 200, failing with the process's output if it dies first.
-async fn wait_ready(client: &Client, proc: &mut Proc, url: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(resp) = client.get(url).send().await
-            && resp.status().is_success()
-        {
-            return;
-        }
-        assert!(
-            proc.is_alive(),
-            "{} exited before {url} was ready:\n{}",
-            proc.name,
-            proc.dump()
-        );
-        assert!(
-            Instant::now() < deadline,
-            "{} not ready at {url} within 30 s:\n{}",
-            proc.name,
-            proc.dump()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Best-effort text of `GET {url}`, for the failure report.
-async fn fetch_text(client: &Client, url: &str) -> String {
-    match client.get(url).send().await {
-        Ok(resp) => resp
-            .text()
-            .await
-            .unwrap_or_else(|e| format!("<unreadable: {e}>")),
-        Err(e) => format!("<request failed: {e}>"),
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // The rule under test, taken from the project's rule file.
@@ -473,7 +389,7 @@ async fn a_failing_workflow_raises_an_alert_that_comes_back_as_a_workflow() {
     );
 
     // Declared before the processes so it is removed after they are killed.
-    let scratch = ScratchDir::new();
+    let scratch = ScratchDir::new("orch-observation-e2e");
     let am_port = free_port();
     let prom_port = free_port();
     let client = app.client.clone();
