@@ -12,7 +12,9 @@ use orchestration_e2e::{TestApp, fixtures_dir, node};
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN: &str = "00f067aa0ba902b7";
 
-#[tokio::test]
+// Multi-threaded: the collector is served by this test's runtime, and a worker flushes its spans
+// into it while the test blocks waiting for that worker to exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_across_two_workers_is_one_trace_with_correct_parents() {
     let mut collector = FakeCollectorServer::start()
         .await
