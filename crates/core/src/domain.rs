@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -23,7 +24,7 @@ pub mod limits {
     pub const DEFAULT_TIMEOUT_SECONDS: u32 = 300;
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum AgentType {
     Script,
@@ -46,7 +47,7 @@ impl AgentType {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum RiskLevel {
     #[default]
@@ -71,12 +72,15 @@ impl RiskLevel {
 }
 
 /// How often and how patiently a failed attempt is tried again.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 pub struct RetryPolicy {
+    #[schema(minimum = 1, maximum = 100)]
     pub max_attempts: u32,
     pub initial_backoff_ms: u64,
+    #[schema(minimum = 1.0, maximum = 100.0)]
     pub multiplier: f64,
+    #[schema(maximum = 86_400_000)]
     pub max_backoff_ms: u64,
 }
 
@@ -123,7 +127,7 @@ impl RetryPolicy {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Capability {
     pub name: String,
@@ -136,9 +140,10 @@ pub struct Capability {
 }
 
 /// An agent as a user registers it (`POST`/`PUT /api/agents`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AgentInput {
+    #[schema(min_length = 1, max_length = 200)]
     pub name: String,
     #[serde(rename = "type")]
     pub agent_type: AgentType,
@@ -153,6 +158,7 @@ pub struct AgentInput {
     #[serde(default)]
     pub capabilities: Vec<Capability>,
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 604_800)]
     pub timeout_seconds: Option<u32>,
     #[serde(default)]
     pub retry: Option<RetryPolicy>,
@@ -160,6 +166,7 @@ pub struct AgentInput {
     pub description: Option<String>,
     /// What one minute of this agent costs; enables cost tracking for it.
     #[serde(default)]
+    #[schema(minimum = 0.0, maximum = 1e9)]
     pub cost_per_minute: Option<f64>,
 }
 
@@ -241,11 +248,12 @@ pub fn validate_timeout(field: &str, t: u32) -> Result<(), Invalid> {
     Ok(())
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Agent {
     pub id: Uuid,
     #[serde(serialize_with = "as_string")]
+    #[schema(value_type = String)]
     pub project_id: i64,
     pub name: String,
     #[serde(rename = "type")]
@@ -274,17 +282,18 @@ impl Agent {
 }
 
 /// What starts a workflow.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default, ToSchema)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Trigger {
     #[default]
     Manual,
     Event {
+        #[schema(min_length = 1, max_length = 256)]
         pattern: String,
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum WorkflowStatus {
     #[default]
@@ -309,7 +318,7 @@ impl WorkflowStatus {
 }
 
 /// One node of a workflow as the user writes it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NodeSpec {
     pub id: String,
@@ -328,7 +337,7 @@ pub struct NodeSpec {
     pub approval: Option<ApprovalSpec>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ApprovalSpec {
     #[serde(default)]
@@ -345,9 +354,10 @@ fn empty_object() -> Value {
     Value::Object(Default::default())
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WorkflowInput {
+    #[schema(min_length = 1, max_length = 200)]
     pub name: String,
     #[serde(default)]
     pub description: Option<String>,
@@ -358,11 +368,12 @@ pub struct WorkflowInput {
     pub nodes: Vec<NodeSpec>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Workflow {
     pub id: Uuid,
     #[serde(serialize_with = "as_string")]
+    #[schema(value_type = String)]
     pub project_id: i64,
     pub name: String,
     pub trigger: Trigger,
@@ -426,7 +437,8 @@ pub struct RunPlan {
 macro_rules! status_enum {
     ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+        #[schema(rename_all = "SCREAMING_SNAKE_CASE")]
         pub enum $name { $(#[serde(rename = $text)] $variant),+ }
         impl $name {
             pub fn as_str(self) -> &'static str { match self { $($name::$variant => $text),+ } }
@@ -484,7 +496,7 @@ status_enum!(
     }
 );
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Approval {
     pub id: Uuid,
@@ -501,7 +513,7 @@ pub struct Approval {
     pub comment: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Alert {
     pub id: Uuid,
@@ -524,7 +536,7 @@ status_enum!(AgentRunStatus {
     Failed => "FAILED",
 });
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeState {
     pub node_id: String,
@@ -536,7 +548,7 @@ pub struct NodeState {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AgentRun {
     pub id: Uuid,
@@ -555,7 +567,7 @@ pub struct AgentRun {
     pub duration_ms: Option<i64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RunSummary {
     pub id: Uuid,
@@ -573,7 +585,7 @@ pub struct RunSummary {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RunDetail {
     #[serde(flatten)]
@@ -583,10 +595,11 @@ pub struct RunDetail {
     pub approvals: Vec<Approval>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Project {
     #[serde(serialize_with = "as_string")]
+    #[schema(value_type = String)]
     pub id: i64,
     pub name: String,
     pub created_at: DateTime<Utc>,
