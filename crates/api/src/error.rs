@@ -1,10 +1,11 @@
 //! The one place where errors become HTTP responses: `{"error":{"code":..,"message":..}}`.
 
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use orchestration_core::Error as CoreError;
-use serde_json::json;
+use serde::Serialize;
+use utoipa::{ToResponse, ToSchema};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -26,28 +27,69 @@ pub enum ApiError {
     Unauthorized(String),
 }
 
+/// What went wrong, for programs; `message` says it for people.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadRequest,
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    MethodNotAllowed,
+    Conflict,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    ValidationFailed,
+    Internal,
+    DatabaseUnavailable,
+}
+
+/// The body of every error response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
 impl ApiError {
-    fn status_and_code(&self) -> (StatusCode, &'static str) {
+    fn status_and_code(&self) -> (StatusCode, ErrorCode) {
         match self {
-            ApiError::Core(CoreError::Invalid(_)) => {
-                (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed")
+            ApiError::Core(CoreError::Invalid(_)) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorCode::ValidationFailed,
+            ),
+            ApiError::Core(CoreError::NotFound(_)) => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
+            ApiError::Core(CoreError::Conflict(_)) => (StatusCode::CONFLICT, ErrorCode::Conflict),
+            ApiError::Core(CoreError::Forbidden(_)) => {
+                (StatusCode::FORBIDDEN, ErrorCode::Forbidden)
             }
-            ApiError::Core(CoreError::NotFound(_)) => (StatusCode::NOT_FOUND, "not_found"),
-            ApiError::Core(CoreError::Conflict(_)) => (StatusCode::CONFLICT, "conflict"),
-            ApiError::Core(CoreError::Forbidden(_)) => (StatusCode::FORBIDDEN, "forbidden"),
-            ApiError::Core(CoreError::Database(e)) if orchestration_core::db::is_transient(e) => {
-                (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable")
+            ApiError::Core(CoreError::Database(e)) if orchestration_core::db::is_transient(e) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::DatabaseUnavailable,
+            ),
+            ApiError::Core(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, ErrorCode::BadRequest),
+            ApiError::Unprocessable(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorCode::ValidationFailed,
+            ),
+            ApiError::UnsupportedMediaType(_) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                ErrorCode::UnsupportedMediaType,
+            ),
+            ApiError::PayloadTooLarge(_) => {
+                (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::PayloadTooLarge)
             }
-            ApiError::Core(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
-            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-            ApiError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
-            ApiError::UnsupportedMediaType(_) => {
-                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
+            ApiError::MethodNotAllowed(_) => {
+                (StatusCode::METHOD_NOT_ALLOWED, ErrorCode::MethodNotAllowed)
             }
-            ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
-            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-            ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
-            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized),
         }
     }
 }
@@ -59,7 +101,7 @@ impl IntoResponse for ApiError {
             // The cause goes to the log with its chain; the client gets no internals.
             tracing::error!(error = %self, "request failed");
             match code {
-                "database_unavailable" => {
+                ErrorCode::DatabaseUnavailable => {
                     "the database is unavailable; try again shortly".to_string()
                 }
                 _ => "internal error".to_string(),
@@ -67,11 +109,10 @@ impl IntoResponse for ApiError {
         } else {
             self.to_string()
         };
-        (
-            status,
-            axum::Json(json!({"error": {"code": code, "message": message}})),
-        )
-            .into_response()
+        let body = ErrorBody {
+            error: ErrorDetail { code, message },
+        };
+        (status, axum::Json(body)).into_response()
     }
 }
 
@@ -92,14 +133,18 @@ impl From<JsonRejection> for ApiError {
             JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType(
                 "expected a request body with Content-Type: application/json".into(),
             ),
-            JsonRejection::BytesRejection(e) => {
-                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::PayloadTooLarge("request body is too large".into())
-                } else {
-                    ApiError::BadRequest(format!("cannot read request body: {}", e.body_text()))
-                }
-            }
+            JsonRejection::BytesRejection(e) => e.into(),
             other => ApiError::BadRequest(other.body_text()),
+        }
+    }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(e: BytesRejection) -> Self {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge("request body is too large".into())
+        } else {
+            ApiError::BadRequest(format!("cannot read request body: {}", e.body_text()))
         }
     }
 }
@@ -121,3 +166,43 @@ impl From<PathRejection> for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+// Reusable error responses for the OpenAPI document: each is an [`ErrorBody`].
+
+/// The request is malformed: a query parameter of the wrong form, or a body that is not JSON.
+#[derive(ToResponse)]
+pub struct BadRequest(pub ErrorBody);
+
+/// The AlertManager token is missing or wrong.
+#[derive(ToResponse)]
+pub struct Unauthorized(pub ErrorBody);
+
+/// The actor may not do this (e.g. approve a run they triggered).
+#[derive(ToResponse)]
+pub struct Forbidden(pub ErrorBody);
+
+/// No such resource in this project (ids that are not ours are simply not found), or no such
+/// project.
+#[derive(ToResponse)]
+pub struct NotFound(pub ErrorBody);
+
+/// The request conflicts with the current state (a duplicate name, a run that is not in a
+/// state that allows this).
+#[derive(ToResponse)]
+pub struct Conflict(pub ErrorBody);
+
+/// The body is larger than the service accepts.
+#[derive(ToResponse)]
+pub struct PayloadTooLarge(pub ErrorBody);
+
+/// The body is not sent as `Content-Type: application/json`.
+#[derive(ToResponse)]
+pub struct UnsupportedMediaType(pub ErrorBody);
+
+/// The body is JSON of the wrong shape, or its values are not valid.
+#[derive(ToResponse)]
+pub struct Unprocessable(pub ErrorBody);
+
+/// The database does not answer; try again shortly.
+#[derive(ToResponse)]
+pub struct Unavailable(pub ErrorBody);

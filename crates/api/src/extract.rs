@@ -1,27 +1,115 @@
 //! Extractors that turn every malformed request into an [`ApiError`] with a JSON body.
 
-use axum::extract::{FromRequest, FromRequestParts, Query};
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRequest, FromRequestParts, Query, Request};
 use axum::http::request::Parts;
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use utoipa::IntoParams;
 use uuid::Uuid;
 
 use crate::AppState;
 use crate::error::ApiError;
 
-/// `axum::Json` whose rejections are our JSON errors.
-#[derive(FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+/// `axum::Json` whose rejections are our JSON errors, and which refuses strings with NUL
+/// characters (PostgreSQL can store them neither in text nor in jsonb).
 pub struct ApiJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let (parts, body) = req.into_parts();
+        let ApiBytes(bytes) =
+            ApiBytes::from_request(Request::from_parts(parts.clone(), body), state).await?;
+        // axum's own extractor on the same bytes: content type, syntax and shape errors keep
+        // its wording (with the path of the offending field).
+        let axum::Json(value) = axum::Json::<T>::from_request(
+            Request::from_parts(parts, Body::from(bytes.clone())),
+            state,
+        )
+        .await?;
+        reject_nul(&bytes)?;
+        Ok(ApiJson(value))
+    }
+}
 
 /// `axum::extract::Query` whose rejections are our JSON errors.
 #[derive(FromRequestParts)]
 #[from_request(via(axum::extract::Query), rejection(ApiError))]
 pub struct ApiQuery<T>(pub T);
 
-#[derive(Deserialize)]
+/// The raw body, for handlers whose body is optional; a body over the limit is our 413.
+pub struct ApiBytes(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for ApiBytes {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        Ok(ApiBytes(Bytes::from_request(req, state).await?))
+    }
+}
+
+/// Parses an optional JSON body: empty (or `null`) means the default.
+pub(crate) fn optional_body<T: DeserializeOwned + Default>(body: &Bytes) -> Result<T, ApiError> {
+    let text = body.trim_ascii();
+    if text.is_empty() || text == b"null" {
+        return Ok(T::default());
+    }
+    let value = json_body(body)?;
+    reject_nul(body)?;
+    Ok(value)
+}
+
+/// Parses a JSON body read as bytes, with the same errors as [`ApiJson`].
+pub(crate) fn json_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        if e.is_data() {
+            ApiError::Unprocessable(format!("invalid request body: {e}"))
+        } else {
+            ApiError::BadRequest(format!("malformed JSON: {e}"))
+        }
+    })
+}
+
+/// 422 when a JSON body has a string (or key) with a NUL character.
+pub(crate) fn reject_nul(body: &[u8]) -> Result<(), ApiError> {
+    // JSON can only carry NUL escaped; most bodies have no such escape at all.
+    if !body.windows(6).any(|w| w == b"\\u0000") {
+        return Ok(());
+    }
+    let Ok(value) = serde_json::from_slice::<Value>(body) else {
+        return Ok(());
+    };
+    fn has_nul(v: &Value) -> bool {
+        match v {
+            Value::String(s) => s.contains('\0'),
+            Value::Array(items) => items.iter().any(has_nul),
+            Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+            _ => false,
+        }
+    }
+    if has_nul(&value) {
+        return Err(ApiError::Unprocessable(
+            "strings must not contain the NUL character (\\u0000)".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The `projectId` query parameter of every project-scoped operation.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(rename_all = "camelCase")]
-struct ProjectParam {
+pub struct ProjectParam {
+    /// The project the request acts in; default 1, the project every database starts with.
     #[serde(default)]
+    #[param(example = "1", pattern = "^(-?[0-9]{1,18})?$")]
     project_id: Option<String>,
 }
 

@@ -3,6 +3,7 @@
 
 pub mod error;
 mod extract;
+pub mod openapi;
 mod routes;
 
 use std::future::Future;

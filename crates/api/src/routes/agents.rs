@@ -3,12 +3,31 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use orchestration_core::domain::{Agent, AgentInput};
 use orchestration_core::store::agents;
-use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::error::ApiResult;
-use crate::extract::{ApiJson, ProjectScope, parse_id};
+use crate::extract::{ApiJson, ProjectParam, ProjectScope, parse_id};
+use crate::openapi::ItemList;
 
+/// Registers an agent.
+#[utoipa::path(
+    post,
+    path = "/api/agents",
+    operation_id = "createAgent",
+    tag = "agents",
+    params(ProjectParam),
+    request_body = AgentInput,
+    responses(
+        (status = 201, description = "The new agent", body = Agent),
+        (status = 400, response = crate::error::BadRequest),
+        (status = 404, response = crate::error::NotFound),
+        (status = 409, response = crate::error::Conflict),
+        (status = 413, response = crate::error::PayloadTooLarge),
+        (status = 415, response = crate::error::UnsupportedMediaType),
+        (status = 422, response = crate::error::Unprocessable),
+        (status = 503, response = crate::error::Unavailable),
+    )
+)]
 pub async fn create(
     State(state): State<AppState>,
     ProjectScope(project): ProjectScope,
@@ -19,14 +38,42 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(agent)))
 }
 
+/// Lists the agents of a project.
+#[utoipa::path(
+    get,
+    path = "/api/agents",
+    operation_id = "listAgents",
+    tag = "agents",
+    params(ProjectParam),
+    responses(
+        (status = 200, description = "The project's agents", body = ItemList<Agent>),
+        (status = 400, response = crate::error::BadRequest),
+        (status = 404, response = crate::error::NotFound),
+        (status = 503, response = crate::error::Unavailable),
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     ProjectScope(project): ProjectScope,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ItemList<Agent>>> {
     let items = agents::agent_list(&state.pool, project).await?;
-    Ok(Json(json!({ "items": items })))
+    Ok(Json(items.into()))
 }
 
+/// One agent.
+#[utoipa::path(
+    get,
+    path = "/api/agents/{id}",
+    operation_id = "getAgent",
+    tag = "agents",
+    params(ProjectParam, ("id" = String, Path, description = "Agent id")),
+    responses(
+        (status = 200, description = "The agent", body = Agent),
+        (status = 400, response = crate::error::BadRequest),
+        (status = 404, response = crate::error::NotFound),
+        (status = 503, response = crate::error::Unavailable),
+    )
+)]
 pub async fn get(
     State(state): State<AppState>,
     ProjectScope(project): ProjectScope,
@@ -36,6 +83,25 @@ pub async fn get(
     Ok(Json(agents::agent_get(&state.pool, project, id).await?))
 }
 
+/// Replaces an agent's definition; runs in flight keep the settings they started with.
+#[utoipa::path(
+    put,
+    path = "/api/agents/{id}",
+    operation_id = "updateAgent",
+    tag = "agents",
+    params(ProjectParam, ("id" = String, Path, description = "Agent id")),
+    request_body = AgentInput,
+    responses(
+        (status = 200, description = "The updated agent", body = Agent),
+        (status = 400, response = crate::error::BadRequest),
+        (status = 404, response = crate::error::NotFound),
+        (status = 409, response = crate::error::Conflict),
+        (status = 413, response = crate::error::PayloadTooLarge),
+        (status = 415, response = crate::error::UnsupportedMediaType),
+        (status = 422, response = crate::error::Unprocessable),
+        (status = 503, response = crate::error::Unavailable),
+    )
+)]
 pub async fn update(
     State(state): State<AppState>,
     ProjectScope(project): ProjectScope,
@@ -49,6 +115,21 @@ pub async fn update(
     ))
 }
 
+/// Deletes an agent that no workflow uses.
+#[utoipa::path(
+    delete,
+    path = "/api/agents/{id}",
+    operation_id = "deleteAgent",
+    tag = "agents",
+    params(ProjectParam, ("id" = String, Path, description = "Agent id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, response = crate::error::BadRequest),
+        (status = 404, response = crate::error::NotFound),
+        (status = 409, response = crate::error::Conflict),
+        (status = 503, response = crate::error::Unavailable),
+    )
+)]
 pub async fn delete(
     State(state): State<AppState>,
     ProjectScope(project): ProjectScope,

@@ -1,22 +1,41 @@
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::State;
+use chrono::{DateTime, Datelike, Utc};
 use orchestration_core::alerts::{self, Webhook};
+use orchestration_core::domain::Alert;
 use orchestration_core::store;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use utoipa::IntoParams;
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::ApiQuery;
+use crate::extract::{ApiBytes, ApiQuery, json_body, reject_nul};
+use crate::openapi::{AlertState, ItemList, WebhookDoc, WebhookReceived};
 
 /// AlertManager's webhook receiver. Any body that is not a valid version-4 payload gets a 4xx
-/// that says what is wrong.
+/// that says what is wrong. Newly firing alerts start the workflows whose event trigger
+/// matches `alert.<alertname>`.
+#[utoipa::path(
+    post,
+    path = "/api/webhooks/alertmanager",
+    operation_id = "alertmanagerWebhook",
+    tag = "alerts",
+    request_body = WebhookDoc,
+    security((), ("alertmanagerToken" = [])),
+    responses(
+        (status = 200, description = "The delivery was stored", body = WebhookReceived),
+        (status = 400, response = crate::error::BadRequest),
+        (status = 401, response = crate::error::Unauthorized),
+        (status = 413, response = crate::error::PayloadTooLarge),
+        (status = 422, response = crate::error::Unprocessable),
+        (status = 503, response = crate::error::Unavailable),
+    )
+)]
 pub async fn webhook(
     State(state): State<AppState>,
     headers: axum::http::HeaderMap,
-    body: Bytes,
-) -> ApiResult<Json<Value>> {
+    ApiBytes(body): ApiBytes,
+) -> ApiResult<Json<WebhookReceived>> {
     if let Some(expected) = &state.alertmanager_token {
         let given = headers
             .get(axum::http::header::AUTHORIZATION)
@@ -30,29 +49,66 @@ pub async fn webhook(
             ));
         }
     }
-    let hook: Webhook = serde_json::from_slice(&body).map_err(|e| {
-        if e.is_data() {
-            ApiError::Unprocessable(format!("not an AlertManager webhook body: {e}"))
-        } else {
-            ApiError::BadRequest(format!("malformed JSON: {e}"))
-        }
+    let hook: Webhook = json_body(&body).map_err(|e| match e {
+        ApiError::Unprocessable(m) => ApiError::Unprocessable(m.replacen(
+            "invalid request body",
+            "not an AlertManager webhook body",
+            1,
+        )),
+        other => other,
     })?;
+    reject_nul(&body)?;
+    for (i, a) in hook.alerts.iter().enumerate() {
+        for (field, t) in [("startsAt", Some(a.starts_at)), ("endsAt", a.ends_at)] {
+            if let Some(t) = t
+                && !storable(t)
+            {
+                return Err(ApiError::Unprocessable(format!(
+                    "alerts[{i}].{field} must be between years 1 and 9999"
+                )));
+            }
+        }
+    }
     let received = alerts::webhook_ingest(&state.pool, &hook).await?;
-    Ok(Json(
-        json!({"received": received.received, "triggeredRuns": received.triggered_runs}),
-    ))
+    Ok(Json(WebhookReceived {
+        received: received.received,
+        triggered_runs: received.triggered_runs,
+    }))
 }
 
-#[derive(Deserialize)]
+/// Whether PostgreSQL (and people) can make sense of the time: years 1 to 9999.
+pub(crate) fn storable(t: DateTime<Utc>) -> bool {
+    (1..=9999).contains(&t.year())
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
+    /// Only alerts in this state.
+    #[param(value_type = Option<AlertState>)]
     status: Option<String>,
+    /// At most this many alerts, most recently received first (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
 }
 
+/// The alerts AlertManager delivered, most recently received first.
+#[utoipa::path(
+    get,
+    path = "/api/alerts",
+    operation_id = "listAlerts",
+    tag = "alerts",
+    params(ListParams),
+    responses(
+        (status = 200, description = "Alerts", body = ItemList<Alert>),
+        (status = 400, response = crate::error::BadRequest),
+        (status = 503, response = crate::error::Unavailable),
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     ApiQuery(params): ApiQuery<ListParams>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ItemList<Alert>>> {
     let status = match params.status.as_deref() {
         None | Some("") => None,
         Some(s @ ("firing" | "resolved")) => Some(s),
@@ -69,7 +125,7 @@ pub async fn list(
         ));
     }
     let items = store::alerts::alert_list(&state.pool, status, limit).await?;
-    Ok(Json(json!({ "items": items })))
+    Ok(Json(items.into()))
 }
 
 /// Compares secrets without leaking where they differ through timing.

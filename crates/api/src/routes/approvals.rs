@@ -1,29 +1,49 @@
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use orchestration_core::domain::{Approval, ApprovalStatus};
 use orchestration_core::engine::{self, Decision};
 use orchestration_core::store;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{ApiQuery, ProjectScope, actor, parse_id};
-use crate::routes::runs::optional_body;
+use crate::extract::{
+    ApiBytes, ApiQuery, ProjectParam, ProjectScope, actor, optional_body, parse_id,
+};
+use crate::openapi::ItemList;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
+    /// Only approvals in this status.
+    #[param(value_type = Option<ApprovalStatus>)]
     status: Option<String>,
+    /// At most this many approvals, newest first (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
 }
 
+/// The approval requests of a project, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/approvals",
+    operation_id = "listApprovals",
+    tag = "approvals",
+    params(ProjectParam, ListParams),
+    responses(
+        (status = 200, description = "Approval requests", body = ItemList<Approval>),
+        (status = 400, response = crate::error::BadRequest),
+        (status = 404, response = crate::error::NotFound),
+        (status = 503, response = crate::error::Unavailable),
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     ProjectScope(project): ProjectScope,
     ApiQuery(params): ApiQuery<ListParams>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ItemList<Approval>>> {
     let status = match params.status.as_deref() {
         None | Some("") => None,
         Some(s) => Some(ApprovalStatus::parse(s).ok_or_else(|| {
@@ -39,9 +59,23 @@ pub async fn list(
         ));
     }
     let items = store::approvals::approval_list(&state.pool, project, status, limit).await?;
-    Ok(Json(json!({ "items": items })))
+    Ok(Json(items.into()))
 }
 
+/// One approval request.
+#[utoipa::path(
+    get,
+    path = "/api/approvals/{id}",
+    operation_id = "getApproval",
+    tag = "approvals",
+    params(ProjectParam, ("id" = String, Path, description = "Approval id")),
+    responses(
+        (status = 200, description = "The approval request", body = Approval),
+        (status = 400, response = crate::error::BadRequest),
+        (status = 404, response = crate::error::NotFound),
+        (status = 503, response = crate::error::Unavailable),
+    )
+)]
 pub async fn get(
     State(state): State<AppState>,
     ProjectScope(project): ProjectScope,
@@ -53,12 +87,16 @@ pub async fn get(
     ))
 }
 
-#[derive(Deserialize, Default)]
+/// The optional body of a decision.
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DecisionBody {
+    /// Who decides, when the `X-Actor` header does not say.
     #[serde(default)]
+    #[schema(max_length = 2000)]
     by: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 2000)]
     comment: Option<String>,
 }
 
@@ -67,7 +105,7 @@ async fn decide(
     project: i64,
     id: String,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Bytes,
     decision: Decision,
 ) -> ApiResult<Json<Approval>> {
     let id = parse_id(&id, "approval")?;
@@ -93,22 +131,68 @@ async fn decide(
     Ok(Json(approval))
 }
 
+/// Approves a pending request: the node starts. Whoever triggered the run may not approve it.
+#[utoipa::path(
+    post,
+    path = "/api/approvals/{id}/approve",
+    operation_id = "approve",
+    tag = "approvals",
+    params(
+        ProjectParam,
+        ("id" = String, Path, description = "Approval id"),
+        ("X-Actor" = Option<String>, Header, description = "Who decides (1 to 200 visible ASCII characters)", pattern = "^[!-~]([ -~]{0,198}[!-~])?$"),
+    ),
+    request_body(content = Option<DecisionBody>, description = "Optional"),
+    responses(
+        (status = 200, description = "The decided request", body = Approval),
+        (status = 400, response = crate::error::BadRequest),
+        (status = 403, response = crate::error::Forbidden),
+        (status = 404, response = crate::error::NotFound),
+        (status = 409, response = crate::error::Conflict),
+        (status = 413, response = crate::error::PayloadTooLarge),
+        (status = 422, response = crate::error::Unprocessable),
+        (status = 503, response = crate::error::Unavailable),
+    )
+)]
 pub async fn approve(
     State(state): State<AppState>,
     ProjectScope(project): ProjectScope,
     Path(id): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    ApiBytes(body): ApiBytes,
 ) -> ApiResult<Json<Approval>> {
     decide(state, project, id, headers, body, Decision::Approve).await
 }
 
+/// Rejects a pending request: the node fails.
+#[utoipa::path(
+    post,
+    path = "/api/approvals/{id}/reject",
+    operation_id = "reject",
+    tag = "approvals",
+    params(
+        ProjectParam,
+        ("id" = String, Path, description = "Approval id"),
+        ("X-Actor" = Option<String>, Header, description = "Who decides (1 to 200 visible ASCII characters)", pattern = "^[!-~]([ -~]{0,198}[!-~])?$"),
+    ),
+    request_body(content = Option<DecisionBody>, description = "Optional"),
+    responses(
+        (status = 200, description = "The decided request", body = Approval),
+        (status = 400, response = crate::error::BadRequest),
+        (status = 403, response = crate::error::Forbidden),
+        (status = 404, response = crate::error::NotFound),
+        (status = 409, response = crate::error::Conflict),
+        (status = 413, response = crate::error::PayloadTooLarge),
+        (status = 422, response = crate::error::Unprocessable),
+        (status = 503, response = crate::error::Unavailable),
+    )
+)]
 pub async fn reject(
     State(state): State<AppState>,
     ProjectScope(project): ProjectScope,
     Path(id): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    ApiBytes(body): ApiBytes,
 ) -> ApiResult<Json<Approval>> {
     decide(state, project, id, headers, body, Decision::Reject).await
 }

@@ -4,29 +4,53 @@ use axum::http::StatusCode;
 use chrono::Utc;
 use orchestration_core::events::{self, IncomingEvent, Source};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
+use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{ApiJson, ProjectScope};
+use crate::extract::{ApiJson, ProjectParam, ProjectScope};
+use crate::openapi::EventAccepted;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EventBody {
+    /// Dot-separated tokens without wildcards or spaces, e.g. `graph.file.updated`.
+    #[schema(min_length = 1, max_length = 256, example = "graph.file.updated")]
     subject: String,
+    /// Any JSON; workflows read it as `{{ context.event.payload.* }}`.
     #[serde(default)]
     payload: Value,
     /// The caller's id for the event: sending the same id again starts nothing new.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 255)]
     id: Option<String>,
 }
 
-/// Ingests an event through the same path as NATS messages, for callers without a NATS client.
+/// Ingests an event through the same path as NATS messages, for callers without a NATS
+/// client: every active workflow whose event trigger matches the subject starts a run.
+#[utoipa::path(
+    post,
+    path = "/api/events",
+    operation_id = "ingestEvent",
+    tag = "events",
+    params(ProjectParam),
+    request_body = EventBody,
+    responses(
+        (status = 202, description = "The event was recorded", body = EventAccepted),
+        (status = 400, response = crate::error::BadRequest),
+        (status = 404, response = crate::error::NotFound),
+        (status = 413, response = crate::error::PayloadTooLarge),
+        (status = 415, response = crate::error::UnsupportedMediaType),
+        (status = 422, response = crate::error::Unprocessable),
+        (status = 503, response = crate::error::Unavailable),
+    )
+)]
 pub async fn ingest(
     State(state): State<AppState>,
     ProjectScope(project): ProjectScope,
     ApiJson(body): ApiJson<EventBody>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<EventAccepted>)> {
     let subject = body.subject.trim();
     if subject.is_empty()
         || subject.len() > 256
@@ -61,8 +85,10 @@ pub async fn ingest(
     let ingested = events::event_ingest(&state.pool, &event).await?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(
-            json!({"eventId": event.id, "triggeredRuns": ingested.runs, "duplicate": ingested.duplicate}),
-        ),
+        Json(EventAccepted {
+            event_id: event.id,
+            triggered_runs: ingested.runs,
+            duplicate: ingested.duplicate,
+        }),
     ))
 }

@@ -1,12 +1,23 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde_json::{Value, json};
 
+use crate::openapi::{Health, HealthStatus};
 use crate::{AppState, HEALTH_DB_TIMEOUT};
 
-/// 200 while the database answers; 503 when it does not, so load balancers stop routing here.
-pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+/// Whether the service can serve: 200 while the database answers, 503 when it does not, so
+/// that load balancers stop routing here. A NATS outage only makes it `degraded`.
+#[utoipa::path(
+    get,
+    path = "/api/health",
+    operation_id = "getHealth",
+    tag = "health",
+    responses(
+        (status = 200, description = "The database answers", body = Health),
+        (status = 503, description = "The database does not answer", body = Health),
+    )
+)]
+pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
     let database = matches!(
         tokio::time::timeout(
             HEALTH_DB_TIMEOUT,
@@ -28,14 +39,32 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
     };
     (
         code,
-        Json(json!({
-            "status": if healthy { "ok" } else { "degraded" },
-            "service": "orchestration",
-            "version": env!("CARGO_PKG_VERSION"),
-            "database": database,
-            "nats": nats,
-            "uptimeSeconds": state.started.elapsed().as_secs(),
-            "timestamp": chrono::Utc::now(),
-        })),
+        Json(Health {
+            status: if healthy {
+                HealthStatus::Ok
+            } else {
+                HealthStatus::Degraded
+            },
+            service: "orchestration",
+            version: env!("CARGO_PKG_VERSION"),
+            database,
+            nats,
+            uptime_seconds: state.started.elapsed().as_secs(),
+            timestamp: chrono::Utc::now(),
+        }),
     )
+}
+
+/// Prometheus metrics of this API process, in the text exposition format.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "getMetrics",
+    tag = "health",
+    responses(
+        (status = 200, description = "Prometheus text exposition format", body = String, content_type = "text/plain")
+    )
+)]
+pub async fn metrics(State(state): State<AppState>) -> String {
+    crate::metrics_text(State(state)).await
 }

@@ -4,18 +4,38 @@ use axum::http::StatusCode;
 use orchestration_core::domain::{Project, validate_name};
 use orchestration_core::store::projects;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::error::ApiResult;
 use crate::extract::ApiJson;
+use crate::openapi::ItemList;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateProject {
+    /// Unique; surrounding whitespace is trimmed.
+    #[schema(min_length = 1, max_length = 200)]
     name: String,
 }
 
+/// Creates a project.
+#[utoipa::path(
+    post,
+    path = "/api/projects",
+    operation_id = "createProject",
+    tag = "projects",
+    request_body = CreateProject,
+    responses(
+        (status = 201, description = "The new project", body = Project),
+        (status = 400, response = crate::error::BadRequest),
+        (status = 409, response = crate::error::Conflict),
+        (status = 413, response = crate::error::PayloadTooLarge),
+        (status = 415, response = crate::error::UnsupportedMediaType),
+        (status = 422, response = crate::error::Unprocessable),
+        (status = 503, response = crate::error::Unavailable),
+    )
+)]
 pub async fn create(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<CreateProject>,
@@ -25,7 +45,18 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(project)))
 }
 
-pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Value>> {
+/// Lists all projects.
+#[utoipa::path(
+    get,
+    path = "/api/projects",
+    operation_id = "listProjects",
+    tag = "projects",
+    responses(
+        (status = 200, description = "Every project", body = ItemList<Project>),
+        (status = 503, response = crate::error::Unavailable),
+    )
+)]
+pub async fn list(State(state): State<AppState>) -> ApiResult<Json<ItemList<Project>>> {
     let items = projects::project_list(&state.pool).await?;
-    Ok(Json(json!({ "items": items })))
+    Ok(Json(items.into()))
 }

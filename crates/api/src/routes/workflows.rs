@@ -4,12 +4,31 @@ use axum::http::StatusCode;
 use orchestration_core::definitions::workflow_save;
 use orchestration_core::domain::{Workflow, WorkflowInput};
 use orchestration_core::store::workflows;
-use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::error::ApiResult;
-use crate::extract::{ApiJson, ProjectScope, parse_id};
+use crate::extract::{ApiJson, ProjectParam, ProjectScope, parse_id};
+use crate::openapi::ItemList;
 
+/// Creates a workflow after checking its DAG, agents, actions and input templates.
+#[utoipa::path(
+    post,
+    path = "/api/workflows",
+    operation_id = "createWorkflow",
+    tag = "workflows",
+    params(ProjectParam),
+    request_body = WorkflowInput,
+    responses(
+        (status = 201, description = "The new workflow", body = Workflow),
+        (status = 400, response = crate::error::BadRequest),
+        (status = 404, response = crate::error::NotFound),
+        (status = 409, response = crate::error::Conflict),
+        (status = 413, response = crate::error::PayloadTooLarge),
+        (status = 415, response = crate::error::UnsupportedMediaType),
+        (status = 422, response = crate::error::Unprocessable),
+        (status = 503, response = crate::error::Unavailable),
+    )
+)]
 pub async fn create(
     State(state): State<AppState>,
     ProjectScope(project): ProjectScope,
@@ -19,14 +38,42 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(workflow)))
 }
 
+/// Lists the workflows of a project.
+#[utoipa::path(
+    get,
+    path = "/api/workflows",
+    operation_id = "listWorkflows",
+    tag = "workflows",
+    params(ProjectParam),
+    responses(
+        (status = 200, description = "The project's workflows", body = ItemList<Workflow>),
+        (status = 400, response = crate::error::BadRequest),
+        (status = 404, response = crate::error::NotFound),
+        (status = 503, response = crate::error::Unavailable),
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     ProjectScope(project): ProjectScope,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ItemList<Workflow>>> {
     let items = workflows::workflow_list(&state.pool, project).await?;
-    Ok(Json(json!({ "items": items })))
+    Ok(Json(items.into()))
 }
 
+/// One workflow.
+#[utoipa::path(
+    get,
+    path = "/api/workflows/{id}",
+    operation_id = "getWorkflow",
+    tag = "workflows",
+    params(ProjectParam, ("id" = String, Path, description = "Workflow id")),
+    responses(
+        (status = 200, description = "The workflow", body = Workflow),
+        (status = 400, response = crate::error::BadRequest),
+        (status = 404, response = crate::error::NotFound),
+        (status = 503, response = crate::error::Unavailable),
+    )
+)]
 pub async fn get(
     State(state): State<AppState>,
     ProjectScope(project): ProjectScope,
@@ -38,6 +85,25 @@ pub async fn get(
     ))
 }
 
+/// Replaces a workflow's definition as a new version; runs in flight keep theirs.
+#[utoipa::path(
+    put,
+    path = "/api/workflows/{id}",
+    operation_id = "updateWorkflow",
+    tag = "workflows",
+    params(ProjectParam, ("id" = String, Path, description = "Workflow id")),
+    request_body = WorkflowInput,
+    responses(
+        (status = 200, description = "The workflow's new version", body = Workflow),
+        (status = 400, response = crate::error::BadRequest),
+        (status = 404, response = crate::error::NotFound),
+        (status = 409, response = crate::error::Conflict),
+        (status = 413, response = crate::error::PayloadTooLarge),
+        (status = 415, response = crate::error::UnsupportedMediaType),
+        (status = 422, response = crate::error::Unprocessable),
+        (status = 503, response = crate::error::Unavailable),
+    )
+)]
 pub async fn update(
     State(state): State<AppState>,
     ProjectScope(project): ProjectScope,
@@ -50,6 +116,21 @@ pub async fn update(
     ))
 }
 
+/// Deletes a workflow without active runs.
+#[utoipa::path(
+    delete,
+    path = "/api/workflows/{id}",
+    operation_id = "deleteWorkflow",
+    tag = "workflows",
+    params(ProjectParam, ("id" = String, Path, description = "Workflow id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, response = crate::error::BadRequest),
+        (status = 404, response = crate::error::NotFound),
+        (status = 409, response = crate::error::Conflict),
+        (status = 503, response = crate::error::Unavailable),
+    )
+)]
 pub async fn delete(
     State(state): State<AppState>,
     ProjectScope(project): ProjectScope,
