@@ -112,3 +112,40 @@ pub async fn project(
 ) -> ApiResult<Json<CostReport>> {
     report(&state, project, None, &w).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> DateTime<Utc> {
+        serde_json::from_value(serde_json::Value::String(s.into())).unwrap()
+    }
+
+    #[test]
+    fn windows_at_the_ends_of_time_are_bad_requests_not_panics() {
+        // Query strings reach chrono's parser, which takes years far outside PostgreSQL's.
+        let earliest = parse("-262143-01-01T00:00:00Z");
+        assert!(earliest.checked_sub_signed(Duration::days(30)).is_none());
+        for w in [
+            Window {
+                from: None,
+                to: Some(earliest),
+            },
+            Window {
+                from: Some(parse("-5000-01-01T00:00:00Z")),
+                to: None,
+            },
+            Window {
+                from: None,
+                to: Some(parse("+200000-01-01T00:00:00Z")),
+            },
+        ] {
+            assert!(matches!(window(&w), Err(ApiError::BadRequest(_))));
+        }
+        let ok = Window {
+            from: Some(parse("2026-01-01T00:00:00Z")),
+            to: None,
+        };
+        assert!(window(&ok).is_ok());
+    }
+}
