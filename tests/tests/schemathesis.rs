@@ -267,7 +267,7 @@ values = ["1"]
         app.dump_logs()
     );
     assert!(
-        generated >= 300,
+        generated >= 200,
         "schemathesis ran only {generated} test cases:\n{stdout}\n{stderr}"
     );
     assert!(app.api.is_alive(), "the API survived:\n{}", app.dump_logs());
