@@ -64,6 +64,8 @@ pub fn bin_dir() -> PathBuf {
             "orchestration-api",
             "-p",
             "orchestration-worker",
+            "-p",
+            "orchestration-loadtest",
         ]);
         if dir.file_name().and_then(|n| n.to_str()) == Some("release") {
             cmd.arg("--release");

@@ -502,3 +502,72 @@ async fn ten_concurrent_scan_and_notify_runs_complete_exactly_once_per_node() {
     .unwrap();
     assert_eq!(dup, 0);
 }
+
+#[tokio::test]
+async fn builtin_agents_run_in_the_worker_and_pass_outputs_along() {
+    let app = TestApp::spawn(1).await;
+    let (status, body) = app
+        .post(
+            "/api/agents",
+            json!({"name": "bad-builtin", "type": "BUILTIN", "capabilities": [{"name": "dance"}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("dance"),
+        "{body}"
+    );
+    let (status, body) = app
+        .post(
+            "/api/agents",
+            json!({"name": "builtin", "type": "BUILTIN", "entrypoint": "x",
+                   "capabilities": [{"name": "noop"}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+
+    let (status, agent) = app
+        .post(
+            "/api/agents",
+            json!({"name": "builtin", "type": "BUILTIN",
+                   "capabilities": [{"name": "noop"}, {"name": "echo"}, {"name": "sleep"}, {"name": "fail"}],
+                   "retry": {"maxAttempts": 2, "initialBackoffMs": 10}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{agent}");
+    let id = agent["id"].as_str().unwrap();
+    let wf = app
+        .create_workflow(json!({"name": "builtin-chain", "nodes": [
+            {"id": "a", "agentId": id, "action": "noop"},
+            {"id": "b", "agentId": id, "action": "sleep", "dependsOn": ["a"], "inputsJson": {"ms": 20}},
+            {"id": "c", "agentId": id, "action": "echo", "dependsOn": ["b"],
+             "inputsJson": {"slept": "{{ nodes.b.output.sleptMs }}", "who": "{{ context.who }}"}}]}))
+        .await;
+    let run_id = app.trigger(&wf, json!({"who": "loadtest"})).await;
+    let run = app.wait_for_run(&run_id, RUN_TIMEOUT).await;
+    assert_eq!(run["status"], "COMPLETED", "{run:#}");
+    assert_eq!(node(&run, "a")["output"], json!({}));
+    assert_eq!(
+        node(&run, "c")["output"],
+        json!({"slept": 20, "who": "loadtest"})
+    );
+    assert!(node(&run, "c")["readyAt"].is_string(), "{run:#}");
+
+    // `fail` fails each attempt; the agent's retry policy applies as for any agent.
+    let wf = app
+        .create_workflow(json!({"name": "builtin-fail", "nodes": [
+            {"id": "f", "agentId": id, "action": "fail", "inputsJson": {"message": "on purpose"}}]}))
+        .await;
+    let run_id = app.trigger(&wf, json!({})).await;
+    let run = app.wait_for_run(&run_id, RUN_TIMEOUT).await;
+    assert_eq!(run["status"], "FAILED", "{run:#}");
+    let attempts = agent_runs(&run, "f");
+    assert_eq!(attempts.len(), 2, "{run:#}");
+    assert!(
+        node(&run, "f")["error"]
+            .as_str()
+            .unwrap()
+            .contains("on purpose"),
+        "{run:#}"
+    );
+}

@@ -29,6 +29,8 @@ pub mod limits {
 pub enum AgentType {
     Script,
     Http,
+    /// Runs inside the worker (see [`crate::builtin`]): for tests and benchmarks.
+    Builtin,
 }
 
 impl AgentType {
@@ -36,12 +38,14 @@ impl AgentType {
         match self {
             AgentType::Script => "SCRIPT",
             AgentType::Http => "HTTP",
+            AgentType::Builtin => "BUILTIN",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "SCRIPT" => Some(AgentType::Script),
             "HTTP" => Some(AgentType::Http),
+            "BUILTIN" => Some(AgentType::Builtin),
             _ => None,
         }
     }
@@ -193,6 +197,24 @@ impl AgentInput {
                 }
                 if self.entrypoint.is_some() {
                     return Err(Invalid::new("an HTTP agent takes no entrypoint"));
+                }
+            }
+            AgentType::Builtin => {
+                if self.entrypoint.is_some() || self.url.is_some() {
+                    return Err(Invalid::new(
+                        "a BUILTIN agent takes neither entrypoint nor url",
+                    ));
+                }
+                if let Some(cap) = self
+                    .capabilities
+                    .iter()
+                    .find(|c| !crate::builtin::ACTIONS.contains(&c.name.as_str()))
+                {
+                    return Err(Invalid::new(format!(
+                        "BUILTIN agents have no action \"{}\" (known: {})",
+                        cap.name,
+                        crate::builtin::ACTIONS.join(", ")
+                    )));
                 }
             }
         }
@@ -544,6 +566,8 @@ pub struct NodeState {
     pub attempts: i32,
     pub output: Option<Value>,
     pub error: Option<String>,
+    /// When the node's current attempt became READY (its job was due).
+    pub ready_at: Option<DateTime<Utc>>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
 }

@@ -278,6 +278,20 @@ pub async fn node_claim(
     lease: Duration,
 ) -> Result<Option<Claimed>> {
     let mut tx = pool.begin().await?;
+    let claimed = node_claim_in(&mut tx, job, worker, lease).await?;
+    if claimed.is_some() {
+        tx.commit().await?;
+    }
+    Ok(claimed)
+}
+
+/// [`node_claim`] inside the caller's transaction.
+async fn node_claim_in(
+    tx: &mut sqlx::PgConnection,
+    job: &NodeJob,
+    worker: &str,
+    lease: Duration,
+) -> Result<Option<Claimed>> {
     let Some(run) = runs::run_get_for_node(&mut *tx, job.run_id, &job.node_id).await? else {
         return Ok(None);
     };
@@ -320,7 +334,6 @@ pub async fn node_claim(
         },
     )
     .await?;
-    tx.commit().await?;
     let queue_wait = (Utc::now() - ready_at).to_std().unwrap_or_default();
     Ok(Some(Claimed {
         job: NodeJob {
@@ -369,11 +382,25 @@ pub enum AttemptEffect {
     },
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Recorded {
     pub effect: AttemptEffect,
     /// The run's final status, when this attempt finished the run.
     pub run_finished: Option<(RunStatus, Duration)>,
+    /// A dependent this attempt released and that the recording worker now holds, to run
+    /// next without a trip through the queue (see [`Continue`]).
+    pub next: Option<Box<Claimed>>,
+}
+
+/// Asks [`attempt_record`] to hand one released dependent straight to the recording worker:
+/// it is claimed in the same transaction that completes its parent, so the next step starts
+/// without a queue round trip (no job insert, notification, fetch or done-mark). Crash safety
+/// is unchanged: the node is RUNNING under this worker's lease like any claimed node, and the
+/// rescuer takes it back if the lease runs out.
+#[derive(Debug, Clone, Copy)]
+pub struct Continue<'a> {
+    pub worker: &'a str,
+    pub lease: Duration,
 }
 
 /// Records the end of an attempt and everything it causes: dependents becoming READY with
@@ -382,6 +409,7 @@ pub async fn attempt_record(
     pool: &PgPool,
     claimed: &Claimed,
     result: &AttemptResult,
+    continue_as: Option<Continue<'_>>,
 ) -> Result<Recorded> {
     let mut tx = pool.begin().await?;
     runs::run_lock(&mut tx, claimed.job.run_id).await?;
@@ -391,6 +419,7 @@ pub async fn attempt_record(
         &claimed.node,
         claimed.attempt_base,
         result,
+        continue_as,
     )
     .await?;
     if recorded.effect != AttemptEffect::Stale {
@@ -402,6 +431,7 @@ pub async fn attempt_record(
 const STALE: Recorded = Recorded {
     effect: AttemptEffect::Stale,
     run_finished: None,
+    next: None,
 };
 
 /// [`attempt_record`] inside a transaction that already holds the run's lock.
@@ -411,7 +441,9 @@ pub(crate) async fn attempt_record_locked(
     node: &PlannedNode,
     attempt_base: i32,
     result: &AttemptResult,
+    continue_as: Option<Continue<'_>>,
 ) -> Result<Recorded> {
+    let mut next = None;
     let (success, output, error, exit_code) = match result {
         AttemptResult::Succeeded { output, exit_code } => (true, Some(output), None, *exit_code),
         AttemptResult::Failed {
@@ -455,8 +487,9 @@ pub(crate) async fn attempt_record_locked(
                 .iter()
                 .cloned()
                 .partition(|id| node.gated_dependents.contains(id));
+            let mut plain = plain.into_iter();
+            let inline = continue_as.and_then(|c| plain.next().map(|id| (c, id)));
             let jobs = plain
-                .into_iter()
                 .map(|id| {
                     let next = NodeJob {
                         run_id: job.run_id,
@@ -468,6 +501,20 @@ pub(crate) async fn attempt_record_locked(
                 })
                 .collect();
             queue::enqueue(tx, jobs).await?;
+            if let Some((c, id)) = inline {
+                let job = NodeJob {
+                    run_id: job.run_id,
+                    node_id: id,
+                    attempt: 1,
+                    traceparent: job.traceparent.clone(),
+                };
+                match node_claim_in(tx, &job, c.worker, c.lease).await? {
+                    Some(claimed) => next = Some(Box::new(claimed)),
+                    // Released a moment ago under the run lock, so this does not happen;
+                    // if it did, the queue still gets the node.
+                    None => queue::enqueue(tx, vec![(job, None)]).await?,
+                }
+            }
             if !gated.is_empty() {
                 let plan = runs::run_plan(&mut *tx, job.run_id).await?;
                 let gated = gated.into_iter().map(|id| (id, 1)).collect();
@@ -548,6 +595,7 @@ pub(crate) async fn attempt_record_locked(
     Ok(Recorded {
         effect,
         run_finished,
+        next,
     })
 }
 
@@ -557,7 +605,7 @@ pub(crate) async fn run_finish_if_done(
     run_id: Uuid,
 ) -> Result<Option<(RunStatus, Duration)>> {
     let progress = nodes::node_progress(tx, run_id).await?;
-    if progress.open > 0 {
+    if progress.open {
         return Ok(None);
     }
     let (status, error) = match progress.first_failure {

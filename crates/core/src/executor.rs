@@ -92,6 +92,20 @@ impl Executor {
             match inv.agent.agent_type {
                 AgentType::Script => self.run_script(inv).await,
                 AgentType::Http => self.run_http(inv).await,
+                AgentType::Builtin => {
+                    let action = inv.document["action"].as_str().unwrap_or_default();
+                    let inputs = &inv.document["inputs"];
+                    match tokio::time::timeout(inv.timeout, crate::builtin::run(action, inputs))
+                        .await
+                    {
+                        Ok(outcome) => outcome,
+                        Err(_) => Outcome::fail(
+                            format!("agent timed out after {}s", inv.timeout.as_secs_f64()),
+                            true,
+                            None,
+                        ),
+                    }
+                }
             }
         };
         // Dropping the work future kills a SCRIPT agent's whole process group.

@@ -38,6 +38,8 @@ pub struct NodeRunner {
     lease: Duration,
     /// Attempts running in this process, each with the token that stops it.
     inflight: Mutex<HashMap<AttemptKey, CancellationToken>>,
+    /// Fires when shutdown starts: no more work is taken, not even a released dependent.
+    draining: CancellationToken,
     /// Fires when the shutdown grace period is over: in-flight attempts are handed back.
     shutdown_expired: CancellationToken,
     publisher: Publisher,
@@ -57,6 +59,7 @@ impl NodeRunner {
             name,
             lease,
             inflight: Mutex::new(HashMap::new()),
+            draining: CancellationToken::new(),
             shutdown_expired: CancellationToken::new(),
             publisher,
         }
@@ -80,14 +83,25 @@ impl NodeRunner {
         Ok(())
     }
 
-    /// Runs one job to its end. Stale jobs return at once; database errors are returned so the
-    /// queue delivers the job again.
+    /// Runs one job to its end, then the dependents it hands straight to this worker. Stale
+    /// jobs return at once; database errors are returned so the queue delivers the job again.
     pub async fn run_job(&self, job: NodeJob) -> crate::error::Result<()> {
-        let Some(claimed) = engine::node_claim(&self.pool, &job, &self.name, self.lease).await?
+        let Some(mut claimed) =
+            engine::node_claim(&self.pool, &job, &self.name, self.lease).await?
         else {
             tracing::debug!(run_id = %job.run_id, node_id = %job.node_id, attempt = job.attempt, "stale job, nothing to do");
             return Ok(());
         };
+        loop {
+            match self.run_traced(claimed).await? {
+                Some(next) => claimed = *next,
+                None => return Ok(()),
+            }
+        }
+    }
+
+    async fn run_traced(&self, claimed: Claimed) -> crate::error::Result<Option<Box<Claimed>>> {
+        let job = &claimed.job;
         // One span per node attempt, a child of the request that started the run, in
         // whichever worker it runs.
         let span = tracing::info_span!(
@@ -113,7 +127,7 @@ impl NodeRunner {
         self.run_claimed(claimed).instrument(span).await
     }
 
-    async fn run_claimed(&self, claimed: Claimed) -> crate::error::Result<()> {
+    async fn run_claimed(&self, claimed: Claimed) -> crate::error::Result<Option<Box<Claimed>>> {
         let job = claimed.job.clone();
         metrics::histogram!(names::QUEUE_WAIT).record(claimed.queue_wait.as_secs_f64());
         let key: AttemptKey = (job.run_id, job.node_id.clone(), job.attempt);
@@ -153,7 +167,7 @@ impl NodeRunner {
                 .increment(elapsed.as_secs_f64() / 60.0 * rate);
         }
 
-        let recorded = self.record_with_retry(&claimed, &result).await?;
+        let mut recorded = self.record_with_retry(&claimed, &result).await?;
         tracing::Span::current().record(
             "outcome",
             match &recorded.effect {
@@ -211,7 +225,7 @@ impl NodeRunner {
             }));
             self.publisher.run(status.as_str(), body).await;
         }
-        Ok(())
+        Ok(recorded.next.take())
     }
 
     async fn execute(&self, claimed: &Claimed, cancel: CancellationToken) -> AttemptResult {
@@ -277,7 +291,11 @@ impl NodeRunner {
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut delay = Duration::from_millis(100);
         loop {
-            match engine::attempt_record(&self.pool, claimed, result).await {
+            let continue_as = (!self.draining.is_cancelled()).then_some(engine::Continue {
+                worker: &self.name,
+                lease: self.lease,
+            });
+            match engine::attempt_record(&self.pool, claimed, result, continue_as).await {
                 Ok(r) => return Ok(r),
                 Err(crate::error::Error::Database(e))
                     if (crate::db::is_transient(&e) || is_serialization(&e))
@@ -364,8 +382,10 @@ pub async fn run(
 
     let grace = Duration::from_secs(args.shutdown_grace_seconds);
     let expired = runner.shutdown_expired.clone();
+    let draining = runner.draining.clone();
     let shutdown = async move {
         shutdown.await;
+        draining.cancel();
         tokio::spawn(async move {
             tokio::time::sleep(grace).await;
             expired.cancel();

@@ -147,7 +147,8 @@ async fn rescue_expired_lease(pool: &PgPool, lease: &nodes::ExpiredLease) -> Res
         exit_code: None,
     };
     let recorded =
-        engine::attempt_record_locked(&mut tx, &job, &node, lease.attempt_base, &result).await?;
+        engine::attempt_record_locked(&mut tx, &job, &node, lease.attempt_base, &result, None)
+            .await?;
     tx.commit().await?;
     tracing::warn!(
         run_id = %job.run_id, node_id = %job.node_id, attempt = job.attempt, worker = holder,

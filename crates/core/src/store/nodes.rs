@@ -79,8 +79,8 @@ pub struct NewAgentRun<'a> {
 /// Records the start of an attempt. A second insert for the same attempt is ignored.
 pub async fn agent_run_insert(db: impl PgExecutor<'_>, r: &NewAgentRun<'_>) -> Result<()> {
     sqlx::query(
-        "INSERT INTO agent_runs (id, run_id, node_id, agent_id, action, attempt, status, input, worker)
-         VALUES ($1, $2, $3, $4, $5, $6, 'RUNNING', $7, $8)
+        "INSERT INTO agent_runs (id, run_id, node_id, agent_id, action, attempt, status, input, worker, started_at)
+         VALUES ($1, $2, $3, $4, $5, $6, 'RUNNING', $7, $8, clock_timestamp())
          ON CONFLICT (run_id, node_id, attempt) DO NOTHING",
     )
     .bind(Uuid::now_v7())
@@ -116,9 +116,9 @@ pub async fn agent_run_finish_if_running(
 ) -> Result<bool> {
     let done = sqlx::query(
         "UPDATE agent_runs
-         SET status = $4, output = $5, error = $6, exit_code = $7, finished_at = now(),
-             duration_ms = (extract(epoch FROM now() - started_at) * 1000)::bigint,
-             cost = extract(epoch FROM now() - started_at) / 60.0 * $8
+         SET status = $4, output = $5, error = $6, exit_code = $7, finished_at = clock_timestamp(),
+             duration_ms = (extract(epoch FROM clock_timestamp() - started_at) * 1000)::bigint,
+             cost = extract(epoch FROM clock_timestamp() - started_at) / 60.0 * $8
          WHERE run_id = $1 AND node_id = $2 AND attempt = $3 AND status = 'RUNNING'",
     )
     .bind(r.run_id)
@@ -216,7 +216,7 @@ pub async fn node_release_dependents(
              UPDATE node_states
              SET pending_deps = pending_deps - 1,
                  status = CASE WHEN pending_deps = 1 AND status = 'PENDING' THEN 'READY' ELSE status END,
-                 ready_at = CASE WHEN pending_deps = 1 AND status = 'PENDING' THEN now() ELSE ready_at END
+                 ready_at = CASE WHEN pending_deps = 1 AND status = 'PENDING' THEN clock_timestamp() ELSE ready_at END
              WHERE run_id = $1 AND node_id = ANY($2) AND pending_deps > 0
              RETURNING node_id, status, pending_deps)
          SELECT node_id FROM released WHERE status = 'READY' AND pending_deps = 0",
@@ -252,17 +252,27 @@ pub async fn node_skip_many(
 
 /// How a run stands: nodes that may still make progress, and the first node failure if any.
 pub struct RunProgress {
-    pub open: i64,
+    /// Whether some node may still make progress.
+    pub open: bool,
     pub first_failure: Option<(String, String)>,
 }
 
 pub async fn node_progress(conn: &mut PgConnection, run_id: Uuid) -> Result<RunProgress> {
-    let open: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM node_states WHERE run_id = $1 AND status IN ('PENDING', 'READY', 'RUNNING', 'WAITING_APPROVAL')",
+    // Runs after every attempt: one index probe while the run is open (node_states_open_idx),
+    // the failure lookup only once it is not.
+    let open: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM node_states
+                        WHERE run_id = $1 AND status IN ('PENDING', 'READY', 'RUNNING', 'WAITING_APPROVAL'))",
     )
     .bind(run_id)
     .fetch_one(&mut *conn)
     .await?;
+    if open {
+        return Ok(RunProgress {
+            open: true,
+            first_failure: None,
+        });
+    }
     let failure = sqlx::query(
         "SELECT node_id, coalesce(error, 'failed') AS error FROM node_states
          WHERE run_id = $1 AND status = 'FAILED' ORDER BY finished_at, node_id LIMIT 1",
@@ -271,7 +281,7 @@ pub async fn node_progress(conn: &mut PgConnection, run_id: Uuid) -> Result<RunP
     .fetch_optional(&mut *conn)
     .await?;
     Ok(RunProgress {
-        open,
+        open: false,
         first_failure: failure.map(|r| (r.get("node_id"), r.get("error"))),
     })
 }

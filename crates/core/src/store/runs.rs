@@ -110,7 +110,7 @@ pub async fn run_get(db: &mut PgConnection, project_id: i64, run_id: Uuid) -> Re
     };
     let run = from_row(&row)?;
     let nodes = sqlx::query(
-        "SELECT node_id, status, attempts, output, error, started_at, finished_at
+        "SELECT node_id, status, attempts, output, error, ready_at, started_at, finished_at
          FROM node_states WHERE run_id = $1 ORDER BY ready_at NULLS LAST, node_id",
     )
     .bind(run_id)
@@ -125,6 +125,7 @@ pub async fn run_get(db: &mut PgConnection, project_id: i64, run_id: Uuid) -> Re
             attempts: r.get("attempts"),
             output: r.get::<Option<Json<Value>>, _>("output").map(|j| j.0),
             error: r.get("error"),
+            ready_at: r.get("ready_at"),
             started_at: r.get("started_at"),
             finished_at: r.get("finished_at"),
         })
@@ -259,7 +260,7 @@ pub async fn run_finish(
     error: Option<&str>,
 ) -> Result<Option<(DateTime<Utc>, DateTime<Utc>)>> {
     let row = sqlx::query(
-        "UPDATE workflow_runs SET status = $2, error = $3, finished_at = now()
+        "UPDATE workflow_runs SET status = $2, error = $3, finished_at = clock_timestamp()
          WHERE id = $1 AND status NOT IN ('COMPLETED', 'FAILED', 'CANCELLED')
          RETURNING coalesce(started_at, created_at) AS started_at, finished_at, workflow_name",
     )
