@@ -198,9 +198,27 @@ impl Drop for Proc {
     }
 }
 
+/// An HTTP client that sends `Authorization: Bearer <token>` unless a request says otherwise.
+pub fn client_with_token(token: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}")
+            .parse()
+            .expect("token is a header value"),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("client builds")
+}
+
 pub struct TestApp {
     pub base: String,
+    /// Sends the deployment-wide admin token with every request.
     pub client: reqwest::Client,
+    /// The admin token's secret (ORCH_ADMIN_TOKEN).
+    pub token: String,
     pub db_name: String,
     pub database_url: String,
     pub api: Proc,
@@ -226,13 +244,22 @@ impl TestApp {
     pub async fn spawn_on(pg: &str, workers: usize, env: &[(&str, &str)]) -> TestApp {
         let db_name = format!("orch_test_{}", uuid::Uuid::new_v4().simple());
         let database_url = format!("{pg}/{db_name}");
-        let env: Vec<(String, String)> = env
+        let mut env: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
+        let token = match env.iter().find(|(k, _)| k == "ORCH_ADMIN_TOKEN") {
+            Some((_, v)) => v.clone(),
+            None => {
+                let t = format!("test-admin-{}", uuid::Uuid::new_v4().simple());
+                env.push(("ORCH_ADMIN_TOKEN".into(), t.clone()));
+                t
+            }
+        };
         let mut app = TestApp {
             base: String::new(),
-            client: reqwest::Client::new(),
+            client: client_with_token(&token),
+            token,
             db_name,
             database_url,
             api: Proc::placeholder(),
@@ -391,6 +418,18 @@ impl TestApp {
             "creating agent {name}: {agent}"
         );
         agent["id"].as_str().unwrap().to_string()
+    }
+
+    /// Creates an API token with `role` in `project`; returns its secret.
+    pub async fn create_token(&self, project: &str, role: &str, name: &str) -> String {
+        let (status, body) = self
+            .post(
+                "/api/tokens",
+                json!({"projectId": project, "role": role, "name": name}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "creating token {name}: {body}");
+        body["token"].as_str().unwrap().to_string()
     }
 
     pub async fn create_workflow(&self, body: Value) -> String {

@@ -8,6 +8,9 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+/// What AlertManager sends as its bearer token (ORCH_ALERTMANAGER_TOKEN).
+const AM_TOKEN: &str = "alertmanager-test-token-0123456789";
+
 use orchestration_e2e::{Proc, TestApp};
 
 use orchestration_e2e::monitoring::{ScratchDir, fetch_text, find_binary, free_port, wait_ready};
@@ -26,7 +29,7 @@ async fn a_real_alertmanager_delivers_a_firing_alert_that_is_stored() {
         return;
     };
 
-    let app = TestApp::spawn(0).await;
+    let app = TestApp::spawn_with(0, &[("ORCH_ALERTMANAGER_TOKEN", AM_TOKEN)]).await;
     // Declared before the processes so it is removed after they are killed.
     let scratch = ScratchDir::new("orch-alertmanager-e2e");
     let am_port = free_port();
@@ -50,6 +53,10 @@ receivers:
     webhook_configs:
       - url: '{}/api/webhooks/alertmanager'
         send_resolved: true
+        http_config:
+          authorization:
+            type: Bearer
+            credentials: '{AM_TOKEN}'
 ",
             app.base
         ),

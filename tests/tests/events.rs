@@ -540,11 +540,15 @@ async fn approval_app() -> (TestApp, String) {
     (app, wf)
 }
 
+/// A client acting as `person`: an operator token named after them.
+async fn as_person(app: &TestApp, person: &str) -> orchestration_e2e::reqwest::Client {
+    orchestration_e2e::client_with_token(&app.create_token("1", "operator", person).await)
+}
+
 async fn trigger_as(app: &TestApp, wf: &str, actor: &str) -> String {
-    let resp = app
-        .client
+    let resp = as_person(app, actor)
+        .await
         .post(format!("{}/api/workflows/{wf}/trigger", app.base))
-        .header("X-Actor", actor)
         .json(&json!({"context": {"target": "prod"}}))
         .send()
         .await
@@ -578,14 +582,16 @@ async fn decide(
     actor: Option<&str>,
     body: Value,
 ) -> (StatusCode, Value) {
-    let mut req = app
-        .client
+    let client = match actor {
+        Some(a) => as_person(app, a).await,
+        None => app.client.clone(),
+    };
+    let resp = client
         .post(format!("{}/api/approvals/{id}/{verb}", app.base))
-        .json(&body);
-    if let Some(a) = actor {
-        req = req.header("X-Actor", a);
-    }
-    let resp = req.send().await.unwrap();
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     let status = resp.status();
     (status, resp.json().await.unwrap())
 }
@@ -640,7 +646,9 @@ async fn a_high_risk_node_waits_for_approval_and_runs_once_approved() {
         json!({"target": "prod"})
     );
     let decided = &run["approvals"][0];
-    assert_eq!(decided["decidedBy"], "alice");
+    // The token says who decided, whatever the body claims.
+    assert_eq!(decided["decidedBy"], "token:alice");
+    assert_eq!(run["triggeredBy"], "token:carol");
     assert_eq!(decided["comment"], "ship it");
     assert!(decided["decidedAt"].is_string());
     let (status, one) = app.get(&format!("/api/approvals/{id}")).await;
@@ -657,8 +665,8 @@ async fn a_rejected_approval_fails_the_run_with_who_and_why() {
         &app,
         approval["id"].as_str().unwrap(),
         "reject",
-        None,
-        json!({"by": "bob", "comment": "not on a Friday"}),
+        Some("bob"),
+        json!({"by": "mallory", "comment": "not on a Friday"}),
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -666,7 +674,7 @@ async fn a_rejected_approval_fails_the_run_with_who_and_why() {
     assert_eq!(run["status"], "FAILED");
     let error = node(&run, "deploy")["error"].as_str().unwrap();
     assert!(
-        error.contains("rejected by bob") && error.contains("not on a Friday"),
+        error.contains("rejected by token:bob") && error.contains("not on a Friday"),
         "{error}"
     );
     assert_eq!(node(&run, "announce")["status"], "SKIPPED");
@@ -703,7 +711,7 @@ async fn an_unanswered_approval_expires_and_fails_the_node() {
         &app,
         run["approvals"][0]["id"].as_str().unwrap(),
         "approve",
-        None,
+        Some("alice"),
         json!({}),
     )
     .await;

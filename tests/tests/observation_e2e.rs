@@ -11,6 +11,9 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+/// What AlertManager sends as its bearer token (ORCH_ALERTMANAGER_TOKEN).
+const AM_TOKEN: &str = "alertmanager-test-token-0123456789";
+
 use orchestration_e2e::monitoring::{ScratchDir, fetch_text, find_binary, free_port, wait_ready};
 use orchestration_e2e::reqwest::Client;
 use orchestration_e2e::serde_json::{Value, json};
@@ -336,7 +339,7 @@ async fn a_failing_workflow_raises_an_alert_that_comes_back_as_a_workflow() {
     };
 
     // 1. The orchestrator: the API and one worker, each with its own /metrics.
-    let mut app = TestApp::spawn(1).await;
+    let mut app = TestApp::spawn_with(1, &[("ORCH_ALERTMANAGER_TOKEN", AM_TOKEN)]).await;
     eprintln!("orchestrator up after {:?}", test_started.elapsed());
     let worker_metrics = app.workers[0]
         .wait_for_log("worker metrics listening", Duration::from_secs(5))["metrics_addr"]
@@ -409,6 +412,10 @@ receivers:
     webhook_configs:
       - url: '{}/api/webhooks/alertmanager'
         send_resolved: true
+        http_config:
+          authorization:
+            type: Bearer
+            credentials: '{AM_TOKEN}'
 ",
             app.base
         ),

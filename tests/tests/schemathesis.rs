@@ -25,21 +25,7 @@ const HARD_LIMIT: Duration = Duration::from_secs(150);
 /// Failures accepted until their fix lands outside crates/api, as (operation, check, failure
 /// kind, signature) for Schemathesis' baseline; each has an ignored regression test below.
 /// Keep this empty otherwise: every other 5xx or mismatch fails the test.
-const KNOWN_FAILURES: &[(&str, &str, &str, &str)] = &[
-    // approving_again_after_cancel_and_retry_is_not_a_server_error (engine.rs).
-    (
-        "POST /api/approvals/{id}/approve",
-        "not_a_server_error",
-        "ServerError",
-        "500",
-    ),
-    (
-        "POST /api/approvals/{id}/approve",
-        "status_code_conformance",
-        "UndefinedStatusCode",
-        "500",
-    ),
-];
+const KNOWN_FAILURES: &[(&str, &str, &str, &str)] = &[];
 
 /// The AlertManager token the service is started with.
 const TOKEN: &str = "schemathesis-test-token";
@@ -165,7 +151,14 @@ async fn schemathesis_finds_no_server_errors_and_no_schema_mismatches() {
         "{} is missing: run scripts/install-schemathesis.sh",
         st.display()
     );
-    let mut app = TestApp::spawn_with(0, &[("ORCH_ALERTMANAGER_TOKEN", TOKEN)]).await;
+    let mut app = TestApp::spawn_with(
+        0,
+        &[
+            ("ORCH_ALERTMANAGER_TOKEN", TOKEN),
+            ("ORCH_ADMIN_TOKEN", TOKEN),
+        ],
+    )
+    .await;
     let seeded = seed(&app).await;
 
     // Schemathesis makes up path ids and project ids; most of the time it takes real ones.
@@ -276,7 +269,14 @@ values = ["1"]
 /// Each of these answered 500 (or dropped the connection) before the fixes in crates/api.
 #[tokio::test]
 async fn input_schemathesis_found_gets_a_4xx_json_error() {
-    let app = TestApp::spawn_with(0, &[("ORCH_ALERTMANAGER_TOKEN", TOKEN)]).await;
+    let app = TestApp::spawn_with(
+        0,
+        &[
+            ("ORCH_ALERTMANAGER_TOKEN", TOKEN),
+            ("ORCH_ADMIN_TOKEN", TOKEN),
+        ],
+    )
+    .await;
     let agent = created(
         &app,
         "/api/agents",
@@ -410,13 +410,11 @@ async fn input_schemathesis_found_gets_a_4xx_json_error() {
     );
 }
 
-/// Found by Schemathesis; the fix belongs in the engine (`approval_close` enqueues the approved
-/// node's job with `queue::enqueue`, whose idempotency key `run/node/attempt` is already taken
-/// by the job the first approval enqueued when the run was cancelled before a worker took it).
+/// Found by Schemathesis: `approval_close` inserted the approved node's job although the first
+/// approval's job (same run/node/attempt key) still existed after cancel and retry.
 #[tokio::test]
-#[ignore = "engine bug: approving after cancel and retry answers 500 (see the doc comment)"]
 async fn approving_again_after_cancel_and_retry_is_not_a_server_error() {
-    let app = TestApp::spawn(0).await;
+    let app = TestApp::spawn_with(0, &[("ORCH_ADMIN_TOKEN", TOKEN)]).await;
     let agent = created(
         &app,
         "/api/agents",
@@ -431,12 +429,22 @@ async fn approving_again_after_cancel_and_retry_is_not_a_server_error() {
                                             "approval": {"required": true}}]}),
     )
     .await;
-    let run = created(
-        &app,
-        &format!("/api/workflows/{}/trigger", wf["id"].as_str().unwrap()),
-        json!({}),
-    )
-    .await;
+    // Someone else triggers: the admin decides, and the two-person rule holds.
+    let runner =
+        orchestration_e2e::client_with_token(&app.create_token("1", "operator", "runner").await);
+    let run: Value = runner
+        .post(format!(
+            "{}/api/workflows/{}/trigger",
+            app.base,
+            wf["id"].as_str().unwrap()
+        ))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let run_id = run["runId"].as_str().unwrap();
     let (_, detail) = send(&app, Method::GET, &format!("/api/runs/{run_id}"), None).await;
     let first = detail["approvals"][0]["id"].as_str().unwrap().to_string();

@@ -113,7 +113,8 @@ pub struct ProjectParam {
     project_id: Option<String>,
 }
 
-/// The project a request acts in (`?projectId=N`, default 1); 404 when it does not exist.
+/// The project a request acts in (`?projectId=N`; default the token's project, else 1); 404
+/// when it does not exist.
 pub struct ProjectScope(pub i64);
 
 impl FromRequestParts<AppState> for ProjectScope {
@@ -124,12 +125,15 @@ impl FromRequestParts<AppState> for ProjectScope {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let Query(param) = Query::<ProjectParam>::from_request_parts(parts, state).await?;
-        let id = match param.project_id.as_deref() {
-            None | Some("") => 1,
-            Some(raw) => raw.parse::<i64>().map_err(|_| {
+        let asked = match param.project_id.as_deref() {
+            None | Some("") => None,
+            Some(raw) => Some(raw.parse::<i64>().map_err(|_| {
                 ApiError::BadRequest(format!("projectId must be a project id, got {raw:?}"))
-            })?,
+            })?),
         };
+        // A project token works in its own project; naming another one is a 403.
+        let caller = crate::auth::Caller::from_request_parts(parts, state).await?;
+        let id = caller.project(asked)?;
         orchestration_core::store::projects::project_require(&state.pool, id).await?;
         Ok(ProjectScope(id))
     }

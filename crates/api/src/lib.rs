@@ -1,6 +1,7 @@
 //! The REST API: routes, request parsing and the one error type. The state machine and all
 //! SQL live in `orchestration-core`; handlers here translate HTTP to those calls and back.
 
+pub mod auth;
 pub mod error;
 mod extract;
 pub mod openapi;
@@ -31,10 +32,16 @@ pub struct AppState {
     pub alertmanager_token: Option<String>,
     pub metrics: Option<PrometheusHandle>,
     pub started: Instant,
+    /// Whether requests need an API token (see [`auth`]).
+    pub auth: auth::AuthMode,
 }
 
 pub fn router(state: AppState) -> Router {
     routes::router()
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ))
         .layer(middleware::from_fn(record_http_metrics))
         .layer(DefaultBodyLimit::max(DEFAULT_BODY_LIMIT))
         .with_state(state)

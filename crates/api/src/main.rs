@@ -22,6 +22,13 @@ struct Args {
     /// Bearer token the AlertManager webhook requires (AlertManager's http_config sends it).
     #[arg(long, env = "ORCH_ALERTMANAGER_TOKEN", hide_env_values = true)]
     alertmanager_token: Option<String>,
+    /// Secret of the deployment-wide admin token. Without it, one is generated at the first
+    /// start and printed once.
+    #[arg(long, env = "ORCH_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// Serve without authentication: for development on a trusted machine only.
+    #[arg(long, env = "ORCH_AUTH_DISABLED", default_value_t = false, action = clap::ArgAction::Set)]
+    auth_disabled: bool,
     #[command(flatten)]
     database: DatabaseArgs,
     #[command(flatten)]
@@ -52,6 +59,33 @@ async fn run(args: Args) -> anyhow::Result<()> {
     )
     .await
     .map_err(|e| anyhow::anyhow!("DATABASE_URL: {e}"))?;
+    let auth = if args.auth_disabled {
+        tracing::warn!(
+            "AUTHENTICATION IS DISABLED (ORCH_AUTH_DISABLED=true): anyone who reaches this port \
+             can read and change everything. Never run this way outside a trusted development machine."
+        );
+        eprintln!(
+            "WARNING: orchestration-api is running WITHOUT AUTHENTICATION (ORCH_AUTH_DISABLED=true)"
+        );
+        orchestration_api::auth::AuthMode::Disabled
+    } else {
+        let configured = args.admin_token.as_deref().filter(|t| !t.trim().is_empty());
+        if configured.is_some_and(|t| t.len() < 16) {
+            anyhow::bail!("ORCH_ADMIN_TOKEN must be at least 16 characters");
+        }
+        if let Some(secret) =
+            orchestration_core::store::tokens::token_bootstrap(&pool, configured).await?
+        {
+            // Shown once, on the terminal only: logs tend to travel further.
+            eprintln!(
+                "orchestration-api: generated the admin token (shown only now, store it safely):\n  {secret}"
+            );
+            tracing::warn!(
+                "generated a bootstrap admin token at first start; it was printed to stderr once"
+            );
+        }
+        orchestration_api::auth::AuthMode::Required
+    };
     // The API samples the database gauges for the whole deployment.
     telemetry::spawn_sampler(Some(pool.clone()), std::time::Duration::from_secs(5));
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -98,6 +132,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         alertmanager_token: args.alertmanager_token.clone().filter(|t| !t.is_empty()),
         metrics: Some(metrics),
         started: Instant::now(),
+        auth,
     };
     let mut rx = stop_rx.clone();
     let shutdown = async move {

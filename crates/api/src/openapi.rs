@@ -62,9 +62,13 @@ use crate::error::{
         (name = "alerts", description = "Prometheus AlertManager deliveries"),
         (name = "approvals", description = "Nodes that wait for a person's decision"),
         (name = "cost", description = "Execution time and cost by workflow and agent"),
+        (name = "tokens", description = "API tokens: roles admin, operator, viewer; one project each"),
     )
 )]
 pub struct ApiDoc;
+
+/// The scheme name of API tokens.
+pub const API_TOKEN: &str = "apiToken";
 
 /// The scheme name of the AlertManager webhook's bearer token.
 pub const ALERTMANAGER_TOKEN: &str = "alertmanagerToken";
@@ -86,12 +90,69 @@ impl Modify for SecuritySchemes {
                     .build(),
             ),
         );
+        components.add_security_scheme(
+            API_TOKEN,
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "An API token (POST /api/tokens, or ORCH_ADMIN_TOKEN). Roles: viewer \
+                         reads, operator also triggers/cancels/retries/approves and posts events, \
+                         admin also manages projects, agents, workflows and tokens.",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// Every operation that needs a token says so, with the 401 and 403 it may answer. Applied to
+/// the finished document: the routes are only known once the router has registered them.
+struct TokenRequirements;
+
+impl Modify for TokenRequirements {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let unauthorized = utoipa::openapi::Ref::from_response_name("Unauthorized");
+        let forbidden = utoipa::openapi::Ref::from_response_name("Forbidden");
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            for (method, op) in [
+                ("GET", item.get.as_mut()),
+                ("POST", item.post.as_mut()),
+                ("PUT", item.put.as_mut()),
+                ("DELETE", item.delete.as_mut()),
+            ] {
+                let Some(op) = op else { continue };
+                let Some(role) = orchestration_core::auth::required_role(method, path) else {
+                    continue;
+                };
+                op.security = Some(vec![utoipa::openapi::security::SecurityRequirement::new::<
+                    &str,
+                    [&str; 0],
+                    &str,
+                >(API_TOKEN, [])]);
+                op.responses
+                    .responses
+                    .entry("401".into())
+                    .or_insert_with(|| unauthorized.clone().into());
+                op.responses
+                    .responses
+                    .entry("403".into())
+                    .or_insert_with(|| forbidden.clone().into());
+                let note = format!("Needs a token with role `{role}` or stronger.");
+                op.description = Some(match op.description.take() {
+                    Some(d) if !d.is_empty() => format!("{d}\n\n{note}"),
+                    _ => note,
+                });
+            }
+        }
     }
 }
 
 /// The whole document, built once from the router's own registrations.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    crate::routes::api().split_for_parts().1
+    let mut doc = crate::routes::api().split_for_parts().1;
+    TokenRequirements.modify(&mut doc);
+    doc
 }
 
 static DOCUMENT: LazyLock<String> = LazyLock::new(|| {

@@ -774,7 +774,9 @@ pub(crate) async fn approval_close(
                 attempt,
                 traceparent: None,
             };
-            queue::enqueue(&mut tx, vec![(job, None)]).await?;
+            // The attempt's job may exist already: approved once, then cancelled and retried
+            // before a worker took it. Revive it rather than insert a duplicate.
+            queue::ensure_live(&mut tx, vec![job], Duration::ZERO).await?;
         }
     } else if nodes::node_fail_waiting(&mut *tx, run_id, &approval.node_id, failure).await? {
         let plan = runs::run_plan(&mut *tx, run_id).await?;

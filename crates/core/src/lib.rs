@@ -29,6 +29,7 @@
 //! descendants are SKIPPED; the run finishes when no node can make progress.
 
 pub mod alerts;
+pub mod auth;
 pub mod builtin;
 pub mod config;
 pub mod dag;

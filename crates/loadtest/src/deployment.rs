@@ -135,6 +135,8 @@ impl Drop for Proc {
 /// A deployment the harness started: API, workers, and the database they use.
 pub struct Local {
     config: LocalConfig,
+    /// The deployment-wide admin token of this deployment (ORCH_ADMIN_TOKEN).
+    pub token: String,
     pub db_name: String,
     pub database_url: String,
     pub base: String,
@@ -168,6 +170,7 @@ impl Local {
         let database_url = format!("{}/{db_name}", config.pg);
         let mut local = Local {
             config,
+            token: format!("loadtest-admin-{}", uuid::Uuid::new_v4().simple()),
             db_name,
             database_url,
             base: String::new(),
@@ -194,6 +197,8 @@ impl Local {
             .env("ORCH_LOG_FORMAT", "json")
             .env("ORCH_AGENTS_DIR", &self.config.agents_dir)
             .env("ORCH_LEASE_TTL_MS", self.config.lease_ms.to_string())
+            .env("ORCH_ADMIN_TOKEN", &self.token)
+            .env_remove("ORCH_AUTH_DISABLED")
             .env_remove("NATS_URL");
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "info");

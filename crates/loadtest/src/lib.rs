@@ -206,12 +206,15 @@ async fn run_against(
     repo: &Path,
     local: Option<Arc<Mutex<Local>>>,
 ) -> anyhow::Result<bool> {
-    let base = match (&args.url, &local) {
-        (Some(url), _) => url.clone(),
-        (None, Some(l)) => l.lock().expect("deployment lock").base.clone(),
+    let (base, token) = match (&args.url, &local) {
+        (Some(url), _) => (url.clone(), args.token.clone()),
+        (None, Some(l)) => {
+            let l = l.lock().expect("deployment lock");
+            (l.base.clone(), Some(l.token.clone()))
+        }
         (None, None) => unreachable!("either a URL or a local deployment"),
     };
-    let api = Api::new(&base, args.token.clone());
+    let api = Api::new(&base, token);
     api.health().await?;
     let repository = args
         .repository

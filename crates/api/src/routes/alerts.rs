@@ -36,6 +36,18 @@ pub async fn webhook(
     headers: axum::http::HeaderMap,
     ApiBytes(body): ApiBytes,
 ) -> ApiResult<Json<WebhookReceived>> {
+    if state.alertmanager_token.is_none() && state.auth == crate::auth::AuthMode::Required {
+        // No dedicated token configured: the webhook is still never open; an operator
+        // token will do.
+        let principal = crate::auth::authenticate(&state, &headers).await?;
+        if !principal.may(orchestration_core::auth::Role::Operator) {
+            return Err(orchestration_core::Error::Forbidden(
+                "the AlertManager webhook needs an operator token (or ORCH_ALERTMANAGER_TOKEN)"
+                    .into(),
+            )
+            .into());
+        }
+    }
     if let Some(expected) = &state.alertmanager_token {
         let given = headers
             .get(axum::http::header::AUTHORIZATION)

@@ -9,9 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{
-    ApiBytes, ApiQuery, ProjectParam, ProjectScope, actor, optional_body, parse_id,
-};
+use crate::extract::{ApiBytes, ApiQuery, ProjectParam, ProjectScope, optional_body, parse_id};
 use crate::openapi::ItemList;
 
 #[derive(Deserialize, IntoParams)]
@@ -103,6 +101,7 @@ pub struct DecisionBody {
 async fn decide(
     state: AppState,
     project: i64,
+    caller: crate::auth::Caller,
     id: String,
     headers: HeaderMap,
     body: axum::body::Bytes,
@@ -110,7 +109,12 @@ async fn decide(
 ) -> ApiResult<Json<Approval>> {
     let id = parse_id(&id, "approval")?;
     let body: DecisionBody = optional_body(&body)?;
-    let actor = actor(&headers)?;
+    let actor = caller.identity(&headers)?;
+    // With a token, the token says who decided; `by` names someone only without auth.
+    let by = match caller {
+        crate::auth::Caller::Token(_) => None,
+        crate::auth::Caller::Anonymous => body.by.as_deref(),
+    };
     for (field, value) in [("by", &body.by), ("comment", &body.comment)] {
         if value.as_ref().is_some_and(|v| v.len() > 2000) {
             return Err(ApiError::Unprocessable(format!(
@@ -123,7 +127,7 @@ async fn decide(
         project,
         id,
         decision,
-        body.by.as_deref(),
+        by,
         actor.as_deref(),
         body.comment.as_deref(),
     )
@@ -157,11 +161,12 @@ async fn decide(
 pub async fn approve(
     State(state): State<AppState>,
     ProjectScope(project): ProjectScope,
+    caller: crate::auth::Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
     ApiBytes(body): ApiBytes,
 ) -> ApiResult<Json<Approval>> {
-    decide(state, project, id, headers, body, Decision::Approve).await
+    decide(state, project, caller, id, headers, body, Decision::Approve).await
 }
 
 /// Rejects a pending request: the node fails.
@@ -190,9 +195,10 @@ pub async fn approve(
 pub async fn reject(
     State(state): State<AppState>,
     ProjectScope(project): ProjectScope,
+    caller: crate::auth::Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
     ApiBytes(body): ApiBytes,
 ) -> ApiResult<Json<Approval>> {
-    decide(state, project, id, headers, body, Decision::Reject).await
+    decide(state, project, caller, id, headers, body, Decision::Reject).await
 }

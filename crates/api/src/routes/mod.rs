@@ -6,6 +6,7 @@ mod events;
 mod health;
 mod projects;
 mod runs;
+mod tokens;
 mod workflows;
 
 use axum::Router;
@@ -49,6 +50,8 @@ pub(crate) fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(approvals::get))
         .routes(routes!(approvals::approve))
         .routes(routes!(approvals::reject))
+        .routes(routes!(tokens::create, tokens::list))
+        .routes(routes!(tokens::revoke))
 }
 
 pub fn router() -> Router<AppState> {

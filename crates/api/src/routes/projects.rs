@@ -38,8 +38,15 @@ pub struct CreateProject {
 )]
 pub async fn create(
     State(state): State<AppState>,
+    caller: crate::auth::Caller,
     ApiJson(body): ApiJson<CreateProject>,
 ) -> ApiResult<(StatusCode, Json<Project>)> {
+    if !caller.is_global_admin() {
+        return Err(orchestration_core::Error::Forbidden(
+            "only a deployment-wide admin token creates projects".into(),
+        )
+        .into());
+    }
     validate_name("name", &body.name).map_err(orchestration_core::Error::from)?;
     let project = projects::project_insert(&state.pool, body.name.trim()).await?;
     Ok((StatusCode::CREATED, Json(project)))
@@ -56,7 +63,16 @@ pub async fn create(
         (status = 503, response = crate::error::Unavailable),
     )
 )]
-pub async fn list(State(state): State<AppState>) -> ApiResult<Json<ItemList<Project>>> {
-    let items = projects::project_list(&state.pool).await?;
+pub async fn list(
+    State(state): State<AppState>,
+    caller: crate::auth::Caller,
+) -> ApiResult<Json<ItemList<Project>>> {
+    let mut items = projects::project_list(&state.pool).await?;
+    // A project token sees its own project only.
+    if let crate::auth::Caller::Token(p) = &caller
+        && let Some(own) = p.project_id
+    {
+        items.retain(|project| project.id == own);
+    }
     Ok(Json(items.into()))
 }

@@ -53,6 +53,7 @@ pub struct TriggerBody {
 pub async fn trigger(
     State(state): State<AppState>,
     ProjectScope(project): ProjectScope,
+    caller: crate::auth::Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
     ApiBytes(body): ApiBytes,
@@ -68,7 +69,7 @@ pub async fn trigger(
         ),
     };
     let context = body.context.unwrap_or_else(|| json!({}));
-    let actor = crate::extract::actor(&headers)?;
+    let actor = caller.identity(&headers)?;
     let triggered = engine::run_trigger(
         &state.pool,
         engine::TriggerRequest {

@@ -10,6 +10,7 @@ pub mod events;
 pub mod nodes;
 pub mod projects;
 pub mod runs;
+pub mod tokens;
 pub mod workflows;
 
 use crate::error::Error;
