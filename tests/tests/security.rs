@@ -328,3 +328,258 @@ async fn auth_can_be_switched_off_only_explicitly_and_loudly() {
         app.api.dump()
     );
 }
+
+/// An agents directory of this test's own, with the scripts it needs.
+fn agents_dir_with(scripts: &[(&str, &str)]) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = std::env::temp_dir().join(format!("orch-agents-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, body) in scripts {
+        let path = dir.join(name);
+        std::fs::write(&path, body).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    dir
+}
+
+async fn script_agent(app: &TestApp, name: &str, entrypoint: &str) -> (StatusCode, Value) {
+    app.post(
+        "/api/agents",
+        json!({"name": name, "type": "SCRIPT", "entrypoint": entrypoint,
+               "capabilities": [{"name": "run"}], "timeoutSeconds": 60,
+               "retry": {"maxAttempts": 1}}),
+    )
+    .await
+}
+
+async fn run_one(app: &TestApp, agent_id: &str, name: &str) -> Value {
+    let wf = app
+        .create_workflow(json!({"name": name, "nodes": [
+            {"id": "n", "agentId": agent_id, "action": "run"}]}))
+        .await;
+    let run_id = app.trigger(&wf, json!({})).await;
+    app.wait_for_run(&run_id, Duration::from_secs(90)).await
+}
+
+#[tokio::test]
+async fn entrypoints_stay_inside_the_agents_directory_and_agents_see_no_secrets() {
+    let dir = agents_dir_with(&[
+        (
+            "env-dump",
+            "#!/bin/sh\ncat >/dev/null\nexec python3 -c 'import json,os; print(json.dumps(dict(os.environ)))'\n",
+        ),
+        ("ok", "#!/bin/sh\ncat >/dev/null\necho '{\"ok\": true}'\n"),
+    ]);
+    std::os::unix::fs::symlink("/bin/true", dir.join("escape")).unwrap();
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    let dir_s = dir.display().to_string();
+    let app = TestApp::spawn_with(
+        1,
+        &[
+            ("ORCH_AGENTS_DIR", dir_s.as_str()),
+            ("ORCH_ALERTMANAGER_TOKEN", "am-secret-value-0123456789"),
+        ],
+    )
+    .await;
+    for (entrypoint, why) in [
+        ("../ok", "\"..\""),
+        ("/bin/sh", "relative"),
+        ("sub/../../ok", "\"..\""),
+        ("escape", "outside the agents directory"),
+        ("sub", "not a file"),
+    ] {
+        let (status, body) = script_agent(&app, "bad", entrypoint).await;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{entrypoint}: {body}"
+        );
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains(why),
+            "{entrypoint}: {body}"
+        );
+    }
+    // Registered while harmless, turned into an escape afterwards: refused when it runs.
+    let (status, later) = script_agent(&app, "later", "later").await;
+    assert_eq!(status, StatusCode::CREATED, "{later}");
+    std::os::unix::fs::symlink("/bin/true", dir.join("later")).unwrap();
+    let run = run_one(&app, later["id"].as_str().unwrap(), "escape-at-run").await;
+    assert_eq!(run["status"], "FAILED", "{run:#}");
+    let error = run["nodes"][0]["error"].as_str().unwrap();
+    assert!(error.contains("outside the agents directory"), "{error}");
+
+    // The worker's own secrets never reach an agent.
+    let (status, env_agent) = script_agent(&app, "env-dump", "env-dump").await;
+    assert_eq!(status, StatusCode::CREATED, "{env_agent}");
+    let run = run_one(&app, env_agent["id"].as_str().unwrap(), "env").await;
+    assert_eq!(run["status"], "COMPLETED", "{run:#}");
+    let env = &run["nodes"][0]["output"];
+    assert!(
+        env["ORCH_RUN_ID"].is_string(),
+        "run variables are there: {env:#}"
+    );
+    let text = env.to_string();
+    for secret in [
+        "DATABASE_URL",
+        "ORCH_ADMIN_TOKEN",
+        "ORCH_ALERTMANAGER_TOKEN",
+        &app.token,
+        "am-secret-value-0123456789",
+        &app.database_url,
+    ] {
+        assert!(!text.contains(secret), "{secret} leaked: {env:#}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn an_agent_over_its_limits_fails_cleanly_and_the_worker_keeps_serving() {
+    let dir = agents_dir_with(&[
+        (
+            "flood",
+            "#!/bin/sh\ncat >/dev/null\nhead -c 104857600 /dev/zero | tr '\\0' x\n",
+        ),
+        (
+            "hog",
+            "#!/bin/sh\ncat >/dev/null\nexec python3 -c 'x = bytearray(1024 * 1024 * 1024); print(len(x))'\n",
+        ),
+        ("ok", "#!/bin/sh\ncat >/dev/null\necho '{\"ok\": true}'\n"),
+    ]);
+    let dir_s = dir.display().to_string();
+    let app = TestApp::spawn_with(
+        1,
+        &[
+            ("ORCH_AGENTS_DIR", dir_s.as_str()),
+            ("ORCH_AGENT_MEMORY_MB", "256"),
+        ],
+    )
+    .await;
+    let (_, flood) = script_agent(&app, "flood", "flood").await;
+    let started = std::time::Instant::now();
+    let run = run_one(&app, flood["id"].as_str().unwrap(), "flood").await;
+    assert_eq!(run["status"], "FAILED", "{run:#}");
+    let error = run["nodes"][0]["error"].as_str().unwrap();
+    assert!(error.contains("exceeds"), "100 MiB of output: {error}");
+    assert!(started.elapsed() < Duration::from_secs(60));
+
+    let (_, hog) = script_agent(&app, "hog", "hog").await;
+    let run = run_one(&app, hog["id"].as_str().unwrap(), "hog").await;
+    assert_eq!(
+        run["status"], "FAILED",
+        "a 1 GiB allocation under a 256 MiB limit: {run:#}"
+    );
+    assert!(
+        run["nodes"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("MemoryError"),
+        "{run:#}"
+    );
+
+    let (_, ok) = script_agent(&app, "ok", "ok").await;
+    let run = run_one(&app, ok["id"].as_str().unwrap(), "after").await;
+    assert_eq!(
+        run["status"], "COMPLETED",
+        "the worker still serves: {run:#}"
+    );
+    assert!(app.workers.iter().all(|w| !w.dump().contains("panicked")));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn http_agents_only_reach_allowed_destinations() {
+    let app = TestApp::spawn_with(
+        0,
+        &[("ORCH_HTTP_AGENT_ALLOW", "127.0.0.1:9,*.internal.example")],
+    )
+    .await;
+    for (url, expected) in [
+        ("http://127.0.0.1:9/run", StatusCode::CREATED),
+        ("https://api.internal.example/x", StatusCode::CREATED),
+        ("http://127.0.0.1:10/run", StatusCode::UNPROCESSABLE_ENTITY),
+        ("https://evil.example/x", StatusCode::UNPROCESSABLE_ENTITY),
+        (
+            "https://internal.example.evil.com/",
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+    ] {
+        let (status, body) = app
+            .post(
+                "/api/agents",
+                json!({"name": format!("h-{}", uuid::Uuid::new_v4()), "type": "HTTP", "url": url,
+                       "capabilities": [{"name": "run"}]}),
+            )
+            .await;
+        assert_eq!(status, expected, "{url}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn oversized_and_deeply_nested_bodies_get_clear_4xx_errors() {
+    let app = TestApp::spawn_with(0, &[("ORCH_MAX_BODY_BYTES", "65536")]).await;
+    let big = "x".repeat(70_000);
+    let (status, body) = app.post("/api/projects", json!({ "name": big })).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert_eq!(body["error"]["code"], "payload_too_large");
+
+    let mut deep = json!(1);
+    for _ in 0..100 {
+        deep = json!([deep]);
+    }
+    let (status, body) = app
+        .post("/api/events", json!({"subject": "a.b", "payload": deep}))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("nested")
+    );
+
+    let agent = app
+        .post(
+            "/api/agents",
+            json!({"name": "noop", "type": "BUILTIN", "capabilities": [{"name": "noop"}]}),
+        )
+        .await
+        .1;
+    let wf = app
+        .create_workflow(json!({"name": "ctx", "nodes": [
+            {"id": "a", "agentId": agent["id"], "action": "noop"}]}))
+        .await;
+    let (status, body) = app
+        .post(
+            &format!("/api/workflows/{wf}/trigger"),
+            json!({"context": {"blob": "y".repeat(60_000), "more": "z".repeat(0)}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    // Over the body limit a context is a 413; within it but over the context limit, a 422
+    // (checked directly against the default limit on a fresh app below).
+    let app = TestApp::spawn(0).await;
+    let agent = app
+        .post(
+            "/api/agents",
+            json!({"name": "noop", "type": "BUILTIN", "capabilities": [{"name": "noop"}]}),
+        )
+        .await
+        .1;
+    let wf = app
+        .create_workflow(json!({"name": "ctx", "nodes": [
+            {"id": "a", "agentId": agent["id"], "action": "noop"}]}))
+        .await;
+    let (status, body) = app
+        .post(
+            &format!("/api/workflows/{wf}/trigger"),
+            json!({"context": {"blob": "y".repeat(300_000)}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("context")
+    );
+}

@@ -27,6 +27,7 @@ where
         let (parts, body) = req.into_parts();
         let ApiBytes(bytes) =
             ApiBytes::from_request(Request::from_parts(parts.clone(), body), state).await?;
+        reject_deep(&bytes)?;
         // axum's own extractor on the same bytes: content type, syntax and shape errors keep
         // its wording (with the path of the offending field).
         let axum::Json(value) = axum::Json::<T>::from_request(
@@ -68,6 +69,7 @@ pub(crate) fn optional_body<T: DeserializeOwned + Default>(body: &Bytes) -> Resu
 
 /// Parses a JSON body read as bytes, with the same errors as [`ApiJson`].
 pub(crate) fn json_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    reject_deep(body)?;
     serde_json::from_slice(body).map_err(|e| {
         if e.is_data() {
             ApiError::Unprocessable(format!("invalid request body: {e}"))
@@ -75,6 +77,40 @@ pub(crate) fn json_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError>
             ApiError::BadRequest(format!("malformed JSON: {e}"))
         }
     })
+}
+
+/// Deepest nesting of arrays and objects a body may have.
+pub const MAX_JSON_DEPTH: usize = 64;
+
+/// 422 when a JSON body nests deeper than [`MAX_JSON_DEPTH`]: no workflow, context or event
+/// needs more, and deep documents cost every later reader (templates, jsonb) stack and time.
+pub(crate) fn reject_deep(body: &[u8]) -> Result<(), ApiError> {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in body {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_JSON_DEPTH {
+                    return Err(ApiError::Unprocessable(format!(
+                        "JSON nested deeper than {MAX_JSON_DEPTH} levels"
+                    )));
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// 422 when a JSON body has a string (or key) with a NUL character.

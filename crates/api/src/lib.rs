@@ -34,6 +34,10 @@ pub struct AppState {
     pub started: Instant,
     /// Whether requests need an API token (see [`auth`]).
     pub auth: auth::AuthMode,
+    /// Checked when agents are registered (and again by workers when they run).
+    pub agent_policy: orchestration_core::executor::AgentPolicy,
+    /// Largest request body.
+    pub body_limit: usize,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -43,7 +47,7 @@ pub fn router(state: AppState) -> Router {
             auth::require_token,
         ))
         .layer(middleware::from_fn(record_http_metrics))
-        .layer(DefaultBodyLimit::max(DEFAULT_BODY_LIMIT))
+        .layer(DefaultBodyLimit::max(state.body_limit))
         .with_state(state)
 }
 

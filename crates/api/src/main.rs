@@ -26,6 +26,9 @@ struct Args {
     /// start and printed once.
     #[arg(long, env = "ORCH_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
+    /// Largest request body in bytes; larger ones get a 413.
+    #[arg(long, env = "ORCH_MAX_BODY_BYTES", default_value_t = orchestration_api::DEFAULT_BODY_LIMIT as u64, value_parser = clap::value_parser!(u64).range(1024..=1_073_741_824))]
+    max_body_bytes: u64,
     /// Serve without authentication: for development on a trusted machine only.
     #[arg(long, env = "ORCH_AUTH_DISABLED", default_value_t = false, action = clap::ArgAction::Set)]
     auth_disabled: bool,
@@ -133,6 +136,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         metrics: Some(metrics),
         started: Instant::now(),
         auth,
+        agent_policy: args.worker.agent_policy(),
+        body_limit: args.max_body_bytes as usize,
     };
     let mut rx = stop_rx.clone();
     let shutdown = async move {

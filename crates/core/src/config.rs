@@ -57,6 +57,35 @@ pub struct WorkerArgs {
     /// Time in-flight attempts get to finish after SIGTERM.
     #[arg(long, env = "ORCH_SHUTDOWN_GRACE_SECONDS", default_value_t = 30)]
     pub shutdown_grace_seconds: u64,
+    /// Address space a SCRIPT agent may map (RLIMIT_AS), in MiB; 0 for no limit.
+    #[arg(long, env = "ORCH_AGENT_MEMORY_MB", default_value_t = 2048)]
+    pub agent_memory_mb: u64,
+    /// Processes the user running agents may have (RLIMIT_NPROC; the kernel does not apply
+    /// it to root); 0 for no limit.
+    #[arg(long, env = "ORCH_AGENT_MAX_PROCESSES", default_value_t = 4096)]
+    pub agent_max_processes: u64,
+    /// Where HTTP agents may send requests: comma-separated `host`, `host:port`,
+    /// `*.domain` or `scheme://host[:port]` entries. Unset: anywhere.
+    #[arg(long, env = "ORCH_HTTP_AGENT_ALLOW", value_delimiter = ',')]
+    pub http_agent_allow: Vec<String>,
+}
+
+impl WorkerArgs {
+    /// The limits agents run under, as the executor and the API (at registration) apply them.
+    pub fn agent_policy(&self) -> crate::executor::AgentPolicy {
+        crate::executor::AgentPolicy {
+            agents_dir: std::fs::canonicalize(&self.agents_dir)
+                .unwrap_or_else(|_| self.agents_dir.clone()),
+            memory_bytes: self.agent_memory_mb.saturating_mul(1024 * 1024),
+            max_processes: self.agent_max_processes,
+            http_allow: self
+                .http_agent_allow
+                .iter()
+                .map(|e| e.trim().to_ascii_lowercase())
+                .filter(|e| !e.is_empty())
+                .collect(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -22,6 +22,8 @@ pub mod limits {
     pub const MAX_TIMEOUT_SECONDS: u32 = 7 * 24 * 3600;
     pub const MAX_ATTEMPTS: u32 = 100;
     pub const DEFAULT_TIMEOUT_SECONDS: u32 = 300;
+    /// Largest run context (serialized JSON): every node's document carries it.
+    pub const MAX_CONTEXT_BYTES: usize = 256 * 1024;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -91,6 +91,16 @@ pub async fn run_create(
     if !req.context.is_object() {
         return Err(Invalid::new("context must be a JSON object").into());
     }
+    let size = serde_json::to_vec(&req.context)
+        .map(|v| v.len())
+        .unwrap_or(0);
+    if size > crate::domain::limits::MAX_CONTEXT_BYTES {
+        return Err(Invalid::new(format!(
+            "context is {size} bytes; at most {} are allowed",
+            crate::domain::limits::MAX_CONTEXT_BYTES
+        ))
+        .into());
+    }
     let workflow = workflows::workflow_get_for_trigger(tx, req.project_id, req.workflow_id).await?;
     if workflow.status != crate::domain::WorkflowStatus::Active {
         return Err(Error::conflict(format!(

@@ -67,23 +67,111 @@ pub struct Invocation<'a> {
 /// Outcome of an attempt stopped through [`Invocation::cancel`].
 pub const INTERRUPTED: &str = "attempt interrupted";
 
+/// What agents may do: where SCRIPT entrypoints live, the resources a child gets, where HTTP
+/// agents may connect.
+#[derive(Debug, Clone, Default)]
+pub struct AgentPolicy {
+    /// Canonical: entrypoints must resolve (after symlinks) inside it.
+    pub agents_dir: PathBuf,
+    /// RLIMIT_AS of a SCRIPT agent; 0 for none.
+    pub memory_bytes: u64,
+    /// RLIMIT_NPROC of a SCRIPT agent; 0 for none.
+    pub max_processes: u64,
+    /// Allowed HTTP agent destinations (lowercase); empty allows any.
+    pub http_allow: Vec<String>,
+}
+
+impl AgentPolicy {
+    /// The path a SCRIPT entrypoint runs from, or why it may not run. Entrypoints are relative
+    /// to the agents directory, without `..`; one that exists must stay inside the directory
+    /// after symlinks are followed. `must_exist` at execution; at registration a missing file
+    /// is allowed (it fails cleanly when run).
+    pub fn entrypoint(&self, entrypoint: &str, must_exist: bool) -> Result<PathBuf, String> {
+        let rel = Path::new(entrypoint);
+        if rel.is_absolute() {
+            return Err(format!(
+                "entrypoint {entrypoint:?} must be relative to the agents directory"
+            ));
+        }
+        if rel
+            .components()
+            .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
+            return Err(format!(
+                "entrypoint {entrypoint:?} must not contain \"..\" or \".\" components"
+            ));
+        }
+        let path = self.agents_dir.join(rel);
+        match std::fs::canonicalize(&path) {
+            Ok(real) if real.starts_with(&self.agents_dir) && real.is_file() => Ok(real),
+            Ok(real) if real.starts_with(&self.agents_dir) => {
+                Err(format!("entrypoint {entrypoint:?} is not a file"))
+            }
+            Ok(_) => Err(format!(
+                "entrypoint {entrypoint:?} resolves outside the agents directory"
+            )),
+            Err(_) if !must_exist => Ok(path),
+            Err(e) => Err(format!("entrypoint {entrypoint:?}: {e}")),
+        }
+    }
+
+    /// Whether an HTTP agent may call `url`.
+    pub fn http_destination(&self, url: &str) -> Result<(), String> {
+        let parsed = reqwest::Url::parse(url).map_err(|e| format!("url {url:?}: {e}"))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(format!("url {url:?}: only http and https are allowed"));
+        }
+        if self.http_allow.is_empty() {
+            return Ok(());
+        }
+        let host = parsed.host_str().unwrap_or_default().to_ascii_lowercase();
+        let port = parsed.port_or_known_default().unwrap_or(0);
+        let allowed = self.http_allow.iter().any(|entry| {
+            let (scheme, rest) = match entry.split_once("://") {
+                Some((s, r)) => (Some(s), r.trim_end_matches('/')),
+                None => (None, entry.as_str()),
+            };
+            if scheme.is_some_and(|s| s != parsed.scheme()) {
+                return false;
+            }
+            let (pattern, want_port) = match rest.rsplit_once(':') {
+                Some((h, p)) if p.parse::<u16>().is_ok() => (h, p.parse::<u16>().ok()),
+                _ => (rest, None),
+            };
+            let host_ok = match pattern.strip_prefix("*.") {
+                Some(domain) => host.ends_with(&format!(".{domain}")),
+                None => host == pattern,
+            };
+            host_ok && want_port.is_none_or(|p| p == port)
+        });
+        if allowed {
+            Ok(())
+        } else {
+            Err(format!(
+                "url {url:?} is not in ORCH_HTTP_AGENT_ALLOW ({})",
+                self.http_allow.join(", ")
+            ))
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Executor {
-    agents_dir: PathBuf,
+    policy: AgentPolicy,
     http: reqwest::Client,
 }
 
 impl Executor {
-    pub fn new(agents_dir: PathBuf) -> Self {
+    pub fn new(policy: AgentPolicy) -> Self {
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("HTTP client builds with static settings");
-        Self { agents_dir, http }
+        Self { policy, http }
     }
 
     pub fn agents_dir(&self) -> &Path {
-        &self.agents_dir
+        &self.policy.agents_dir
     }
 
     pub async fn run(&self, inv: Invocation<'_>) -> Outcome {
@@ -115,20 +203,15 @@ impl Executor {
         }
     }
 
-    fn resolve(&self, entrypoint: &str) -> PathBuf {
-        let p = Path::new(entrypoint);
-        if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            self.agents_dir.join(p)
-        }
-    }
-
     async fn run_script(&self, inv: Invocation<'_>) -> Outcome {
         let Some(entrypoint) = inv.agent.entrypoint.as_deref() else {
             return Outcome::fail("SCRIPT agent has no entrypoint", false, None);
         };
-        let path = self.resolve(entrypoint);
+        // Checked again at every run: the directory may have changed since registration.
+        let path = match self.policy.entrypoint(entrypoint, true) {
+            Ok(p) => p,
+            Err(e) => return Outcome::fail(format!("cannot start agent: {e}"), false, None),
+        };
         let mut cmd = Command::new(&path);
         cmd.args(&inv.agent.args)
             .env_clear()
@@ -148,9 +231,27 @@ impl Executor {
         }
         // If the worker dies (even by SIGKILL), the kernel kills the agent rather than
         // leaving an orphan that keeps working on a node someone else will re-run.
+        let (memory, processes) = (self.policy.memory_bytes, self.policy.max_processes);
+        // SAFETY: between fork and exec only async-signal-safe calls (prctl, setrlimit).
         unsafe {
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                // Limits the kernel enforces on the agent and whatever it starts: an agent
+                // that exceeds one fails (allocation error, fork error), the worker does not.
+                let limit = |resource, value: u64| {
+                    let rl = libc::rlimit {
+                        rlim_cur: value as libc::rlim_t,
+                        rlim_max: value as libc::rlim_t,
+                    };
+                    libc::setrlimit(resource, &rl);
+                };
+                if memory > 0 {
+                    limit(libc::RLIMIT_AS, memory);
+                }
+                if processes > 0 {
+                    limit(libc::RLIMIT_NPROC, processes);
+                }
+                limit(libc::RLIMIT_CORE, 0);
                 Ok(())
             });
         }
@@ -259,6 +360,9 @@ impl Executor {
         let Some(url) = inv.agent.url.as_deref() else {
             return Outcome::fail("HTTP agent has no url", false, None);
         };
+        if let Err(e) = self.policy.http_destination(url) {
+            return Outcome::fail(e, false, None);
+        }
         let mut request = self.http.post(url).timeout(inv.timeout).json(inv.document);
         for (k, v) in &inv.env {
             if k == "TRACEPARENT" {

@@ -343,12 +343,10 @@ pub async fn run(
     publisher: Publisher,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), BoxDynError> {
-    let agents_dir =
-        std::fs::canonicalize(&args.agents_dir).unwrap_or_else(|_| args.agents_dir.clone());
     let lease = Duration::from_millis(args.lease_ttl_ms);
     let runner = Arc::new(NodeRunner::new(
         pool.clone(),
-        Executor::new(agents_dir),
+        Executor::new(args.agent_policy()),
         name.clone(),
         lease,
         publisher,

@@ -9,6 +9,22 @@ use crate::error::ApiResult;
 use crate::extract::{ApiJson, ProjectParam, ProjectScope, parse_id};
 use crate::openapi::ItemList;
 
+/// Entrypoints inside the agents directory, HTTP destinations on the allow-list: refused at
+/// registration already, not only when a node runs.
+fn check_policy(state: &AppState, body: &AgentInput) -> Result<(), crate::error::ApiError> {
+    let checked = match body.agent_type {
+        orchestration_core::domain::AgentType::Script => state
+            .agent_policy
+            .entrypoint(body.entrypoint.as_deref().unwrap_or_default(), false)
+            .map(|_| ()),
+        orchestration_core::domain::AgentType::Http => state
+            .agent_policy
+            .http_destination(body.url.as_deref().unwrap_or_default()),
+        orchestration_core::domain::AgentType::Builtin => Ok(()),
+    };
+    checked.map_err(crate::error::ApiError::Unprocessable)
+}
+
 /// Registers an agent.
 #[utoipa::path(
     post,
@@ -34,6 +50,7 @@ pub async fn create(
     ApiJson(body): ApiJson<AgentInput>,
 ) -> ApiResult<(StatusCode, Json<Agent>)> {
     body.validate().map_err(orchestration_core::Error::from)?;
+    check_policy(&state, &body)?;
     let agent = agents::agent_insert(&state.pool, project, &body).await?;
     Ok((StatusCode::CREATED, Json(agent)))
 }
@@ -110,6 +127,7 @@ pub async fn update(
 ) -> ApiResult<Json<Agent>> {
     let id = parse_id(&id, "agent")?;
     body.validate().map_err(orchestration_core::Error::from)?;
+    check_policy(&state, &body)?;
     Ok(Json(
         agents::agent_update(&state.pool, project, id, &body).await?,
     ))
