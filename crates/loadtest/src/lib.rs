@@ -72,6 +72,10 @@ pub struct Args {
     /// Kill a worker (SIGKILL) every this many seconds and start a new one (local mode).
     #[arg(long)]
     pub chaos: Option<f64>,
+    /// ORCH_DB_MAX_CONNECTIONS of each process (local mode). On a 2-core machine a small pool
+    /// is faster: 60 backends for 2 cores spend their time switching.
+    #[arg(long, default_value_t = 8)]
+    pub db_connections: u32,
     /// ORCH_LEASE_TTL_MS of the workers (local mode): how soon a killed worker's nodes move.
     #[arg(long, default_value_t = 8000)]
     pub lease_ms: u64,
@@ -162,7 +166,10 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
                     worker_concurrency: args.worker_concurrency,
                     lease_ms: args.lease_ms,
                     keep_db: args.keep_db,
-                    env: Vec::new(),
+                    env: vec![(
+                        "ORCH_DB_MAX_CONNECTIONS".into(),
+                        args.db_connections.max(2).to_string(),
+                    )],
                 })
                 .await?,
             )
