@@ -583,3 +583,24 @@ async fn oversized_and_deeply_nested_bodies_get_clear_4xx_errors() {
             .contains("context")
     );
 }
+
+#[tokio::test]
+async fn metrics_can_be_served_on_an_address_of_their_own() {
+    let port = orchestration_e2e::monitoring::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let app = TestApp::spawn_with(0, &[("ORCH_API_METRICS_LISTEN", addr.as_str())]).await;
+    let resp = orchestration_e2e::reqwest::Client::new()
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(
+        resp.text()
+            .await
+            .unwrap()
+            .contains("orchestration_build_info")
+    );
+    let (status, _) = app.get("/api/health").await;
+    assert_eq!(status, StatusCode::OK);
+}

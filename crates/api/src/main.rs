@@ -26,6 +26,9 @@ struct Args {
     /// start and printed once.
     #[arg(long, env = "ORCH_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
+    /// Also serve /metrics on this address (e.g. one only the monitoring network reaches).
+    #[arg(long, env = "ORCH_API_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     /// Largest request body in bytes; larger ones get a 413.
     #[arg(long, env = "ORCH_MAX_BODY_BYTES", default_value_t = orchestration_api::DEFAULT_BODY_LIMIT as u64, value_parser = clap::value_parser!(u64).range(1024..=1_073_741_824))]
     max_body_bytes: u64,
@@ -128,6 +131,22 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
 
     tracing::info!(addr = %addr, embedded_workers = args.embedded_workers, "listening");
+    if let Some(addr) = args.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("ORCH_API_METRICS_LISTEN {addr}: {e}"))?;
+        let handle = metrics.clone();
+        let app = axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move || std::future::ready(handle.render())),
+        );
+        tracing::info!(addr = %listener.local_addr()?, "metrics listening");
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "metrics endpoint stopped");
+            }
+        });
+    }
     let state = AppState {
         pool,
         nats: nats_client,
