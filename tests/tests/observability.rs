@@ -93,13 +93,21 @@ async fn a_run_across_two_workers_is_one_trace_with_correct_parents() {
         .expect("worker 0 stops");
     assert!(status.success());
     app.add_worker();
-    let (status, body) = app
-        .post(
-            &format!("/api/approvals/{approval_id}/approve"),
-            json!({"by": "alice"}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    // Approved by someone other than the admin token that triggered the run.
+    let alice =
+        orchestration_e2e::client_with_token(&app.create_token("1", "operator", "alice").await);
+    let resp = alice
+        .post(format!("{}/api/approvals/{approval_id}/approve", app.base))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        StatusCode::OK,
+        "{}",
+        resp.text().await.unwrap_or_default()
+    );
     let run = app.wait_for_run(&run_id, Duration::from_secs(60)).await;
     assert_eq!(run["status"], "COMPLETED", "{run:#}");
     let workers: Vec<&str> = run["agentRuns"]
@@ -323,13 +331,21 @@ pub async fn scrape_after_a_busy_run() -> (String, String) {
             .as_array()
             .and_then(|a| a.iter().find(|a| a["status"] == "PENDING"))
         {
-            let (status, _) = app
-                .post(
-                    &format!("/api/approvals/{}/approve", a["id"].as_str().unwrap()),
-                    json!({"by": "ops"}),
-                )
-                .await;
-            assert_eq!(status, StatusCode::OK);
+            // Someone other than the triggering (admin) token decides.
+            let ops = orchestration_e2e::client_with_token(
+                &app.create_token("1", "operator", "ops").await,
+            );
+            let resp = ops
+                .post(format!(
+                    "{}/api/approvals/{}/approve",
+                    app.base,
+                    a["id"].as_str().unwrap()
+                ))
+                .json(&json!({}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), StatusCode::OK);
             break;
         }
         assert!(std::time::Instant::now() < deadline, "{run:#}");

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod error;
 mod extract;
+pub mod metrics_listener;
 pub mod openapi;
 mod routes;
 

@@ -135,17 +135,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| anyhow::anyhow!("ORCH_API_METRICS_LISTEN {addr}: {e}"))?;
-        let handle = metrics.clone();
-        let app = axum::Router::new().route(
-            "/metrics",
-            axum::routing::get(move || std::future::ready(handle.render())),
-        );
         tracing::info!(addr = %listener.local_addr()?, "metrics listening");
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::error!(error = %e, "metrics endpoint stopped");
-            }
-        });
+        orchestration_api::metrics_listener::spawn(listener, metrics.clone());
     }
     let state = AppState {
         pool,
