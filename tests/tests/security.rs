@@ -514,6 +514,20 @@ async fn http_agents_only_reach_allowed_destinations() {
     }
 }
 
+/// A one-node workflow of a BUILTIN no-op agent; returns its id.
+async fn noop_workflow(app: &TestApp) -> String {
+    let (status, agent) = app
+        .post(
+            "/api/agents",
+            json!({"name": "noop", "type": "BUILTIN", "capabilities": [{"name": "noop"}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{agent}");
+    app.create_workflow(json!({"name": "ctx", "nodes": [
+        {"id": "a", "agentId": agent["id"], "action": "noop"}]}))
+        .await
+}
+
 #[tokio::test]
 async fn oversized_and_deeply_nested_bodies_get_clear_4xx_errors() {
     let app = TestApp::spawn_with(0, &[("ORCH_MAX_BODY_BYTES", "65536")]).await;
@@ -537,17 +551,7 @@ async fn oversized_and_deeply_nested_bodies_get_clear_4xx_errors() {
             .contains("nested")
     );
 
-    let agent = app
-        .post(
-            "/api/agents",
-            json!({"name": "noop", "type": "BUILTIN", "capabilities": [{"name": "noop"}]}),
-        )
-        .await
-        .1;
-    let wf = app
-        .create_workflow(json!({"name": "ctx", "nodes": [
-            {"id": "a", "agentId": agent["id"], "action": "noop"}]}))
-        .await;
+    let wf = noop_workflow(&app).await;
     let (status, body) = app
         .post(
             &format!("/api/workflows/{wf}/trigger"),
@@ -558,17 +562,7 @@ async fn oversized_and_deeply_nested_bodies_get_clear_4xx_errors() {
     // Over the body limit a context is a 413; within it but over the context limit, a 422
     // (checked directly against the default limit on a fresh app below).
     let app = TestApp::spawn(0).await;
-    let agent = app
-        .post(
-            "/api/agents",
-            json!({"name": "noop", "type": "BUILTIN", "capabilities": [{"name": "noop"}]}),
-        )
-        .await
-        .1;
-    let wf = app
-        .create_workflow(json!({"name": "ctx", "nodes": [
-            {"id": "a", "agentId": agent["id"], "action": "noop"}]}))
-        .await;
+    let wf = noop_workflow(&app).await;
     let (status, body) = app
         .post(
             &format!("/api/workflows/{wf}/trigger"),

@@ -182,9 +182,10 @@ pub fn analyse(
     let mut first_created: Option<DateTime<Utc>> = None;
     let mut last_finished: Option<DateTime<Utc>> = None;
     let mut failed_attempts = 0;
-    let mut all_attempts: Vec<&Value> = Vec::new();
+    // Every attempt, with the index of its run.
+    let mut all_attempts: Vec<(usize, &Value)> = Vec::new();
 
-    for run in runs {
+    for (run_index, run) in runs.iter().enumerate() {
         let status = run["status"].as_str().unwrap_or("?");
         let created = ts(&run["createdAt"]);
         if let Some(c) = created {
@@ -208,7 +209,7 @@ pub fn analyse(
         }
         let attempts: Vec<&Value> = run["agentRuns"].as_array().into_iter().flatten().collect();
         failed_attempts += attempts.iter().filter(|a| a["status"] == "FAILED").count();
-        all_attempts.extend(attempts.iter().copied());
+        all_attempts.extend(attempts.iter().map(|a| (run_index, *a)));
         // The successful attempt of each node, and the node states.
         let mut done: HashMap<&str, &Value> = HashMap::new();
         let mut done_count: HashMap<&str, usize> = HashMap::new();
@@ -364,20 +365,20 @@ pub fn analyse(
             .map(|k| {
                 // Worker names carry the process id: worker-<host>-<pid>-<random>.
                 let marker = format!("-{}-", k.pid);
-                let lost: Vec<&&Value> = all_attempts
+                let lost: Vec<&(usize, &Value)> = all_attempts
                     .iter()
-                    .filter(|a| {
+                    .filter(|(_, a)| {
                         a["status"] == "FAILED"
                             && a["worker"].as_str().is_some_and(|w| w.contains(&marker))
                     })
                     .collect();
                 let restarts: Vec<f64> = lost
                     .iter()
-                    .filter_map(|a| {
-                        let next = all_attempts.iter().find(|b| {
-                            b["nodeId"] == a["nodeId"]
+                    .filter_map(|(run, a)| {
+                        let (_, next) = all_attempts.iter().find(|(b_run, b)| {
+                            b_run == run
+                                && b["nodeId"] == a["nodeId"]
                                 && b["attempt"].as_i64() == a["attempt"].as_i64().map(|n| n + 1)
-                                && same_run(a, b, runs)
                         })?;
                         ts(&next["startedAt"]).map(|s| ms(k.at, s))
                     })
@@ -416,19 +417,6 @@ pub fn analyse(
         fanout,
         chaos,
     }
-}
-
-/// Whether two attempts belong to the same run (agent run ids are unique; runs hold them).
-fn same_run(a: &Value, b: &Value, runs: &[Value]) -> bool {
-    runs.iter().any(|r| {
-        let ids: Vec<&Value> = r["agentRuns"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|x| &x["id"])
-            .collect();
-        ids.contains(&&a["id"]) && ids.contains(&&b["id"])
-    })
 }
 
 /// Longest sum of agent time along any dependency path.

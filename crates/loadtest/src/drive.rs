@@ -114,14 +114,11 @@ pub async fn drive(api: &Api, workflow_id: &str, context: &Value, load: &Load) -
             })
         })
         .collect();
-    let last_trigger = async {
+    // Drivers finish when their last run finished; a stuck run must not hang the harness.
+    let drained = async {
         for d in drivers {
             let _ = d.await;
         }
-    };
-    // Drivers finish when their last run finished; a stuck run must not hang the harness.
-    let drained = async {
-        last_trigger.await;
     };
     let timeout = load.duration.unwrap_or(Duration::ZERO)
         + load.drain_timeout

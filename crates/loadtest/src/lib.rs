@@ -241,7 +241,7 @@ async fn run_against(
     );
 
     let kills: Arc<Mutex<Vec<KillEvent>>> = Arc::default();
-    let chaos_stop = tokio_util_stop();
+    let chaos_stop = Arc::new(tokio::sync::Notify::new());
     let chaos = match (args.chaos, &local) {
         (Some(every), Some(local)) => {
             let local = local.clone();
@@ -367,8 +367,4 @@ fn agent_name(agent: AgentKind) -> &'static str {
         AgentKind::Builtin => "BUILTIN",
         AgentKind::Script => "SCRIPT",
     }
-}
-
-fn tokio_util_stop() -> Arc<tokio::sync::Notify> {
-    Arc::new(tokio::sync::Notify::new())
 }
