@@ -302,15 +302,8 @@ async fn node_claim_in(
     worker: &str,
     lease: Duration,
 ) -> Result<Option<Claimed>> {
-    let Some(run) = runs::run_get_for_node(&mut *tx, job.run_id, &job.node_id).await? else {
-        return Ok(None);
-    };
-    let Some(node) = run.node else {
-        tracing::warn!(run_id = %job.run_id, node_id = %job.node_id, "job names a node the run does not have");
-        return Ok(None);
-    };
     let lease_ms = lease.as_millis() as i64;
-    let Some((ready_at, attempt_base)) = nodes::node_claim(
+    let Some(run) = nodes::node_claim(
         &mut *tx,
         job.run_id,
         &job.node_id,
@@ -322,12 +315,12 @@ async fn node_claim_in(
     else {
         return Ok(None);
     };
-    let outputs = nodes::node_outputs(&mut *tx, job.run_id, &node.reads).await?;
+    let node = run.node;
     let inputs = template::render(
         &node.inputs,
         &Scope {
             context: &run.context,
-            nodes: &outputs,
+            nodes: &run.outputs,
         },
     )
     .map_err(|e| e.to_string());
@@ -344,7 +337,7 @@ async fn node_claim_in(
         },
     )
     .await?;
-    let queue_wait = (Utc::now() - ready_at).to_std().unwrap_or_default();
+    let queue_wait = (Utc::now() - run.ready_at).to_std().unwrap_or_default();
     Ok(Some(Claimed {
         job: NodeJob {
             traceparent: job.traceparent.clone().or(run.traceparent),
@@ -355,7 +348,7 @@ async fn node_claim_in(
         workflow_name: run.workflow_name,
         node,
         context: run.context,
-        attempt_base,
+        attempt_base: run.attempt_base,
         inputs,
         queue_wait,
     }))
@@ -454,45 +447,43 @@ pub(crate) async fn attempt_record_locked(
     continue_as: Option<Continue<'_>>,
 ) -> Result<Recorded> {
     let mut next = None;
+    // Set when the attempt completed its node: whether the run still has work, known from
+    // the completing statement itself.
+    let mut still_open = None;
     let (success, output, error, exit_code) = match result {
         AttemptResult::Succeeded { output, exit_code } => (true, Some(output), None, *exit_code),
         AttemptResult::Failed {
             error, exit_code, ..
         } => (false, None, Some(error.as_str()), *exit_code),
     };
-    let closed = nodes::agent_run_finish_if_running(
-        &mut *tx,
-        &nodes::AgentRunResult {
-            run_id: job.run_id,
-            node_id: &job.node_id,
-            attempt: job.attempt,
-            success,
-            output,
-            error,
-            exit_code,
-            cost_per_minute: node.agent.cost_per_minute,
-        },
-    )
-    .await?;
-    if !closed {
+    let attempt_result = nodes::AgentRunResult {
+        run_id: job.run_id,
+        node_id: &job.node_id,
+        attempt: job.attempt,
+        success,
+        output,
+        error,
+        exit_code,
+        cost_per_minute: node.agent.cost_per_minute,
+    };
+    if let AttemptResult::Failed { .. } = result
+        && !nodes::agent_run_finish_if_running(&mut *tx, &attempt_result).await?
+    {
         return Ok(STALE);
     }
 
     let effect = match result {
         AttemptResult::Succeeded { output, .. } => {
-            if !nodes::node_complete_if_running(
-                &mut *tx,
-                job.run_id,
-                &job.node_id,
-                job.attempt,
-                output,
-            )
-            .await?
-            {
+            // The attempt, the node and the dependents' counts in one statement: this is the
+            // hot path of every node.
+            let Some(completion) =
+                nodes::node_complete_attempt(&mut *tx, &attempt_result, output, &node.dependents)
+                    .await?
+            else {
                 return Ok(STALE);
-            }
-            let released =
-                nodes::node_release_dependents(&mut *tx, job.run_id, &node.dependents).await?;
+            };
+            still_open = Some(completion.open);
+            let released = completion.released;
             let (gated, plain): (Vec<String>, Vec<String>) = released
                 .iter()
                 .cloned()
@@ -601,7 +592,12 @@ pub(crate) async fn attempt_record_locked(
         }
     };
 
-    let run_finished = run_finish_if_done(tx, job.run_id).await?;
+    let run_finished = match still_open {
+        // Released dependents count as open, so this holds after the inline claim and any
+        // approval requests too.
+        Some(true) => None,
+        _ => run_finish_if_done(tx, job.run_id).await?,
+    };
     Ok(Recorded {
         effect,
         run_finished,

@@ -8,9 +8,24 @@ use uuid::Uuid;
 
 use crate::error::Result;
 
+/// What a worker needs to run the node it just claimed: the run's facts, the node's plan and
+/// the outputs its templates read.
+pub struct ClaimedNode {
+    pub ready_at: DateTime<Utc>,
+    pub attempt_base: i32,
+    pub project_id: i64,
+    pub traceparent: Option<String>,
+    pub workflow_name: String,
+    pub workflow_id: Uuid,
+    pub context: Value,
+    pub node: crate::domain::PlannedNode,
+    pub outputs: HashMap<String, Value>,
+}
+
 /// Moves a READY node to RUNNING for `attempt`, if and only if the node is still waiting for
-/// exactly that attempt and its run is still going. `None` means the job is stale (a
-/// redelivery, or the run was cancelled) and must do nothing.
+/// exactly that attempt and its run is still going, and returns what running it needs, all
+/// in one round trip (this runs once per node). `None` means the job is stale (a redelivery,
+/// or the run was cancelled) and must do nothing.
 pub async fn node_claim(
     db: impl PgExecutor<'_>,
     run_id: Uuid,
@@ -18,7 +33,7 @@ pub async fn node_claim(
     attempt: i32,
     worker: &str,
     lease_ms: i64,
-) -> Result<Option<(DateTime<Utc>, i32)>> {
+) -> Result<Option<ClaimedNode>> {
     let row = sqlx::query(
         "UPDATE node_states n
          SET status = 'RUNNING', attempts = $3, started_at = coalesce(n.started_at, now()),
@@ -26,7 +41,13 @@ pub async fn node_claim(
          FROM workflow_runs r
          WHERE n.run_id = $1 AND n.node_id = $2 AND n.status = 'READY' AND n.attempts = $3 - 1
            AND r.id = n.run_id AND r.status IN ('PENDING', 'RUNNING', 'WAITING_APPROVAL')
-         RETURNING n.ready_at, n.attempt_base",
+           AND r.definition->'nodes' ? $2
+         RETURNING n.ready_at, n.attempt_base, r.project_id, r.traceparent, r.workflow_name,
+                   r.workflow_id, r.context, r.definition->'nodes'->$2 AS node,
+                   (SELECT jsonb_object_agg(o.node_id, o.output) FROM node_states o
+                    WHERE o.run_id = $1 AND o.status = 'COMPLETED'
+                      AND o.node_id IN (SELECT jsonb_array_elements_text(r.definition->'nodes'->$2->'reads'))
+                   ) AS outputs",
     )
     .bind(run_id)
     .bind(node_id)
@@ -35,9 +56,19 @@ pub async fn node_claim(
     .bind(lease_ms as f64)
     .fetch_optional(db)
     .await?;
-    Ok(row.map(|r| {
-        let ready_at: Option<DateTime<Utc>> = r.get("ready_at");
-        (ready_at.unwrap_or_else(Utc::now), r.get("attempt_base"))
+    let Some(r) = row else { return Ok(None) };
+    let ready_at: Option<DateTime<Utc>> = r.try_get("ready_at")?;
+    let outputs: Option<Json<HashMap<String, Value>>> = r.try_get("outputs")?;
+    Ok(Some(ClaimedNode {
+        ready_at: ready_at.unwrap_or_else(Utc::now),
+        attempt_base: r.try_get("attempt_base")?,
+        project_id: r.try_get("project_id")?,
+        traceparent: r.try_get("traceparent")?,
+        workflow_name: r.try_get("workflow_name")?,
+        workflow_id: r.try_get("workflow_id")?,
+        context: r.try_get::<Json<Value>, _>("context")?.0,
+        node: r.try_get::<Json<crate::domain::PlannedNode>, _>("node")?.0,
+        outputs: outputs.map(|j| j.0).unwrap_or_default(),
     }))
 }
 
@@ -134,26 +165,72 @@ pub async fn agent_run_finish_if_running(
     Ok(done.rows_affected() == 1)
 }
 
-/// RUNNING → COMPLETED for the attempt the caller holds.
-pub async fn node_complete_if_running(
+/// What completing an attempt changed.
+pub struct Completion {
+    /// Dependents that became READY by it.
+    pub released: Vec<String>,
+    /// Whether some other node of the run may still make progress.
+    pub open: bool,
+}
+
+/// Closes a RUNNING attempt as COMPLETED, completes its node, counts the completion against
+/// the node's dependents and tells whether the run still has work, in one round trip (this
+/// runs once per node). `None` means someone else closed the attempt or the node first (a
+/// rescuer, a cancel): the caller's result is stale and its transaction must not commit.
+/// The caller holds the run lock, so the open check cannot miss a concurrent change, and the
+/// dependents' row locks serialize two parents finishing at once, so exactly one of them sees
+/// a dependent's count reach zero.
+pub async fn node_complete_attempt(
     db: impl PgExecutor<'_>,
-    run_id: Uuid,
-    node_id: &str,
-    attempt: i32,
+    r: &AgentRunResult<'_>,
     output: &Value,
-) -> Result<bool> {
-    let done = sqlx::query(
-        "UPDATE node_states SET status = 'COMPLETED', output = $4, error = NULL, finished_at = now(),
-                locked_by = NULL, lease_expires_at = NULL
-         WHERE run_id = $1 AND node_id = $2 AND status = 'RUNNING' AND attempts = $3",
+    dependents: &[String],
+) -> Result<Option<Completion>> {
+    // One snapshot for the whole statement: the open check sees the other nodes as they were
+    // before it, which is right, as releasing only moves PENDING nodes to READY (both open).
+    let row = sqlx::query(
+        "WITH attempt AS (
+             UPDATE agent_runs
+             SET status = 'COMPLETED', output = $4, error = NULL, exit_code = $5, finished_at = clock_timestamp(),
+                 duration_ms = (extract(epoch FROM clock_timestamp() - started_at) * 1000)::bigint,
+                 cost = extract(epoch FROM clock_timestamp() - started_at) / 60.0 * $6
+             WHERE run_id = $1 AND node_id = $2 AND attempt = $3 AND status = 'RUNNING'
+             RETURNING 1),
+         node AS (
+             UPDATE node_states SET status = 'COMPLETED', output = $4, error = NULL, finished_at = now(),
+                    locked_by = NULL, lease_expires_at = NULL
+             WHERE run_id = $1 AND node_id = $2 AND status = 'RUNNING' AND attempts = $3
+               AND EXISTS (SELECT 1 FROM attempt)
+             RETURNING 1),
+         released AS (
+             UPDATE node_states
+             SET pending_deps = pending_deps - 1,
+                 status = CASE WHEN pending_deps = 1 AND status = 'PENDING' THEN 'READY' ELSE status END,
+                 ready_at = CASE WHEN pending_deps = 1 AND status = 'PENDING' THEN clock_timestamp() ELSE ready_at END
+             WHERE run_id = $1 AND node_id = ANY($7) AND pending_deps > 0 AND EXISTS (SELECT 1 FROM node)
+             RETURNING node_id, status, pending_deps)
+         SELECT EXISTS (SELECT 1 FROM node) AS completed,
+                ARRAY(SELECT node_id FROM released WHERE status = 'READY' AND pending_deps = 0) AS released,
+                EXISTS (SELECT 1 FROM node_states
+                        WHERE run_id = $1 AND node_id <> $2
+                          AND status IN ('PENDING', 'READY', 'RUNNING', 'WAITING_APPROVAL')) AS open",
     )
-    .bind(run_id)
-    .bind(node_id)
-    .bind(attempt)
+    .bind(r.run_id)
+    .bind(r.node_id)
+    .bind(r.attempt)
     .bind(Json(output))
-    .execute(db)
+    .bind(r.exit_code)
+    .bind(r.cost_per_minute)
+    .bind(dependents)
+    .fetch_one(db)
     .await?;
-    Ok(done.rows_affected() == 1)
+    if !row.try_get::<bool, _>("completed")? {
+        return Ok(None);
+    }
+    Ok(Some(Completion {
+        released: row.try_get("released")?,
+        open: row.try_get("open")?,
+    }))
 }
 
 /// RUNNING → READY for a later attempt, keeping the last error visible meanwhile.
@@ -198,34 +275,6 @@ pub async fn node_fail_if_running(
     .execute(db)
     .await?;
     Ok(done.rows_affected() == 1)
-}
-
-/// Counts one more completed dependency for each of `dependents`; returns those that became
-/// READY by it. The row lock serializes two parents finishing at once, so exactly one of them
-/// sees the count reach zero.
-pub async fn node_release_dependents(
-    db: impl PgExecutor<'_>,
-    run_id: Uuid,
-    dependents: &[String],
-) -> Result<Vec<String>> {
-    if dependents.is_empty() {
-        return Ok(Vec::new());
-    }
-    let ready: Vec<String> = sqlx::query_scalar(
-        "WITH released AS (
-             UPDATE node_states
-             SET pending_deps = pending_deps - 1,
-                 status = CASE WHEN pending_deps = 1 AND status = 'PENDING' THEN 'READY' ELSE status END,
-                 ready_at = CASE WHEN pending_deps = 1 AND status = 'PENDING' THEN clock_timestamp() ELSE ready_at END
-             WHERE run_id = $1 AND node_id = ANY($2) AND pending_deps > 0
-             RETURNING node_id, status, pending_deps)
-         SELECT node_id FROM released WHERE status = 'READY' AND pending_deps = 0",
-    )
-    .bind(run_id)
-    .bind(dependents)
-    .fetch_all(db)
-    .await?;
-    Ok(ready)
 }
 
 /// PENDING/READY → SKIPPED for nodes that can no longer run because `cause` failed.

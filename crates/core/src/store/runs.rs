@@ -50,9 +50,24 @@ pub struct NewRun<'a> {
 /// Inserts a run that starts now, with a node state per planned node: roots READY, the rest
 /// PENDING on their dependencies.
 pub async fn run_insert(conn: &mut PgConnection, run: &NewRun<'_>) -> Result<RunSummary> {
+    let mut ids = Vec::with_capacity(run.plan.nodes.len());
+    let mut pending = Vec::with_capacity(run.plan.nodes.len());
+    for node in run.plan.nodes.values() {
+        ids.push(node.id.as_str());
+        pending.push(node.depends_on.len() as i32);
+    }
+    // One statement for the run and its nodes: a trigger is on the hot path of short runs.
+    // Foreign keys are checked at the end of the statement, when the run row exists.
     let sql = format!(
-        "INSERT INTO workflow_runs (id, project_id, workflow_id, workflow_version, workflow_name, definition, trigger, status, context, started_at, idempotency_key, triggered_by, traceparent)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 'RUNNING', $8, now(), $9, $10, $11) RETURNING {COLUMNS}"
+        "WITH run AS (
+             INSERT INTO workflow_runs (id, project_id, workflow_id, workflow_version, workflow_name, definition, trigger, status, context, started_at, idempotency_key, triggered_by, traceparent)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'RUNNING', $8, now(), $9, $10, $11) RETURNING {COLUMNS}),
+         states AS (
+             INSERT INTO node_states (run_id, node_id, status, pending_deps, ready_at)
+             SELECT run.id, t.id, CASE WHEN deps = 0 THEN 'READY' ELSE 'PENDING' END, deps,
+                    CASE WHEN deps = 0 THEN now() END
+             FROM run, unnest($12::text[], $13::int[]) AS t(id, deps))
+         SELECT * FROM run"
     );
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(run.id)
@@ -66,6 +81,8 @@ pub async fn run_insert(conn: &mut PgConnection, run: &NewRun<'_>) -> Result<Run
         .bind(run.idempotency_key)
         .bind(run.triggered_by)
         .bind(run.traceparent)
+        .bind(&ids)
+        .bind(&pending)
         .fetch_one(&mut *conn)
         .await
         .map_err(|e| match &e {
@@ -77,24 +94,6 @@ pub async fn run_insert(conn: &mut PgConnection, run: &NewRun<'_>) -> Result<Run
             _ => Error::Database(e),
         })?;
     let summary = from_row(&row)?;
-
-    let mut ids = Vec::with_capacity(run.plan.nodes.len());
-    let mut pending = Vec::with_capacity(run.plan.nodes.len());
-    for node in run.plan.nodes.values() {
-        ids.push(node.id.as_str());
-        pending.push(node.depends_on.len() as i32);
-    }
-    sqlx::query(
-        "INSERT INTO node_states (run_id, node_id, status, pending_deps, ready_at)
-         SELECT $1, id, CASE WHEN deps = 0 THEN 'READY' ELSE 'PENDING' END, deps,
-                CASE WHEN deps = 0 THEN now() END
-         FROM unnest($2::text[], $3::int[]) AS t(id, deps)",
-    )
-    .bind(run.id)
-    .bind(&ids)
-    .bind(&pending)
-    .execute(&mut *conn)
-    .await?;
     Ok(summary)
 }
 
@@ -193,10 +192,11 @@ pub async fn run_list(
 
 /// Locks a run for a state change and returns its status. Every transaction that may finish
 /// a run takes this lock first, so two nodes finishing at once cannot both miss that the run
-/// is done.
+/// is done. NO KEY UPDATE, because the run's key never changes: the foreign-key checks of a
+/// sibling node's claim (its attempt row) need not wait for this lock.
 pub async fn run_lock(conn: &mut PgConnection, run_id: Uuid) -> Result<Option<RunStatus>> {
     let status: Option<String> =
-        sqlx::query_scalar("SELECT status FROM workflow_runs WHERE id = $1 FOR UPDATE")
+        sqlx::query_scalar("SELECT status FROM workflow_runs WHERE id = $1 FOR NO KEY UPDATE")
             .bind(run_id)
             .fetch_optional(conn)
             .await?;
@@ -306,7 +306,7 @@ pub async fn run_lock_in_project(
     run_id: Uuid,
 ) -> Result<RunStatus> {
     let status: Option<String> = sqlx::query_scalar(
-        "SELECT status FROM workflow_runs WHERE id = $1 AND project_id = $2 FOR UPDATE",
+        "SELECT status FROM workflow_runs WHERE id = $1 AND project_id = $2 FOR NO KEY UPDATE",
     )
     .bind(run_id)
     .bind(project_id)
