@@ -742,3 +742,115 @@ async fn the_rescuer_repairs_lost_jobs_and_unfinished_runs_and_counts_it() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_pruner_deletes_ended_queue_jobs_and_keeps_live_ones() {
+    let mut app = TestApp::spawn_with(
+        1,
+        &[
+            ("ORCH_JOB_RETENTION_SECONDS", "1"),
+            ("ORCH_PRUNE_INTERVAL_MS", "200"),
+        ],
+    )
+    .await;
+    let (status, agent) = app
+        .post(
+            "/api/agents",
+            json!({"name": "builtin", "type": "BUILTIN",
+                   "capabilities": [{"name": "noop"}, {"name": "fail"}],
+                   "retry": {"maxAttempts": 2, "initialBackoffMs": 600000, "maxBackoffMs": 600000}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{agent}");
+    let id = agent["id"].as_str().unwrap();
+    let done_wf = app
+        .create_workflow(json!({"name": "two-roots", "nodes": [
+            {"id": "a", "agentId": id, "action": "noop"},
+            {"id": "b", "agentId": id, "action": "noop"}]}))
+        .await;
+    let retry_wf = app
+        .create_workflow(json!({"name": "retry-later", "nodes": [
+            {"id": "f", "agentId": id, "action": "fail"}]}))
+        .await;
+    let mut done = Vec::new();
+    for _ in 0..3 {
+        done.push(app.trigger(&done_wf, json!({})).await);
+    }
+    // Its second attempt waits ten minutes in the queue: a live job that must survive.
+    let waiting = app.trigger(&retry_wf, json!({})).await;
+    for run_id in &done {
+        let run = app.wait_for_run(run_id, Duration::from_secs(30)).await;
+        assert_eq!(run["status"], "COMPLETED", "{run:#}");
+    }
+
+    let mut conn = app.db().await;
+    let jobs_of = |run_id: String| {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM apalis.jobs WHERE convert_from(job, 'UTF8')::jsonb->>'runId' = $1",
+        )
+        .bind(run_id)
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut left = 0;
+        for run_id in &done {
+            left += jobs_of(run_id.clone()).fetch_one(&mut conn).await.unwrap();
+        }
+        if left == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{left} ended jobs still in the queue\n{}",
+            app.dump_logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let retry: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT (convert_from(job, 'UTF8')::jsonb->>'attempt')::bigint, status FROM apalis.jobs
+         WHERE convert_from(job, 'UTF8')::jsonb->>'runId' = $1 ORDER BY 1",
+    )
+    .bind(&waiting)
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert!(
+        retry
+            .iter()
+            .any(|(attempt, status)| *attempt == 2 && status == "Pending"),
+        "the scheduled retry's job was pruned: {retry:?}"
+    );
+    let run = app.run(&waiting).await;
+    assert_eq!(run["status"], "RUNNING", "{run:#}");
+    assert_eq!(node(&run, "f")["status"], "READY", "{run:#}");
+
+    // The history stays readable through the API.
+    let run = app.run(&done[0]).await;
+    assert_eq!(agent_runs(&run, "a").len(), 1, "{run:#}");
+    assert_eq!(agent_runs(&run, "b")[0]["status"], "COMPLETED", "{run:#}");
+
+    let line = app.workers[0].wait_for_log("worker metrics listening", Duration::from_secs(5));
+    let metrics = app
+        .client
+        .get(format!(
+            "http://{}/metrics",
+            line["metrics_addr"].as_str().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let pruned: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("orchestration_queue_jobs_pruned_total "))
+        .unwrap_or_else(|| panic!("no pruned-jobs counter:\n{metrics}"))
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        pruned >= 6.0,
+        "pruned {pruned}, expected the 6 jobs of 3 runs"
+    );
+}

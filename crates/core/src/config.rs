@@ -54,6 +54,13 @@ pub struct WorkerArgs {
     /// A READY node waiting this long gets its job checked (and revived if it was lost).
     #[arg(long, env = "ORCH_RESCUE_READY_AFTER_MS", default_value_t = 15_000, value_parser = clap::value_parser!(u64).range(100..=86_400_000))]
     pub rescue_ready_after_ms: u64,
+    /// Queue jobs that ended longer ago than this are deleted (the run history stays in the
+    /// engine's own tables).
+    #[arg(long, env = "ORCH_JOB_RETENTION_SECONDS", default_value_t = 3_600, value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
+    pub job_retention_seconds: u64,
+    /// How often the pruner deletes ended queue jobs.
+    #[arg(long, env = "ORCH_PRUNE_INTERVAL_MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(100..=86_400_000))]
+    pub prune_interval_ms: u64,
     /// Time in-flight attempts get to finish after SIGTERM.
     #[arg(long, env = "ORCH_SHUTDOWN_GRACE_SECONDS", default_value_t = 30)]
     pub shutdown_grace_seconds: u64,

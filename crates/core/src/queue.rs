@@ -129,6 +129,29 @@ pub async fn ensure_live(
     Ok(repaired)
 }
 
+/// Deletes up to `limit` jobs that ended (done, killed, or failed with no queue retries left)
+/// more than `older_than` ago, and returns how many. Our own tables keep every attempt; the
+/// queue needs only live jobs, and without this its table and indexes grow with every node
+/// ever run, which slows every fetch. A job deleted here is one the engine never needs again:
+/// [`ensure_live`] creates a job afresh when a repair calls for one.
+pub async fn prune_finished(pool: &PgPool, older_than: Duration, limit: i64) -> Result<u64> {
+    let deleted = sqlx::query(
+        "DELETE FROM apalis.jobs WHERE id IN (
+             SELECT id FROM apalis.jobs
+             WHERE job_type = $1
+               AND (status IN ('Done', 'Killed') OR (status = 'Failed' AND attempts >= max_attempts))
+               AND coalesce(done_at, lock_at, run_at) < now() - make_interval(secs => $2)
+             LIMIT $3
+             FOR UPDATE SKIP LOCKED)",
+    )
+    .bind(NODE_QUEUE)
+    .bind(older_than.as_secs_f64())
+    .bind(limit)
+    .execute(pool)
+    .await?;
+    Ok(deleted.rows_affected())
+}
+
 /// Jobs by state: `pending` (due, waiting for a worker), `scheduled` (a retry waiting out its
 /// backoff), `running` (held by a worker).
 pub async fn depth(pool: &PgPool) -> Result<Vec<(&'static str, i64)>> {

@@ -17,6 +17,7 @@ pub mod names {
     pub const EVENTS_RECEIVED: &str = "orchestration_events_received_total";
     pub const ALERTS_RECEIVED: &str = "orchestration_alerts_received_total";
     pub const RESCUER_REPAIRS: &str = "orchestration_rescuer_repairs_total";
+    pub const JOBS_PRUNED: &str = "orchestration_queue_jobs_pruned_total";
     pub const EXECUTION_SECONDS: &str = "orchestration_execution_seconds_total";
     pub const COST: &str = "orchestration_cost_total";
     pub const RUNS_IN_PROGRESS: &str = "orchestration_workflow_runs_in_progress";

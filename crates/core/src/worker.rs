@@ -17,6 +17,7 @@ use crate::config::WorkerArgs;
 use crate::engine::{self, AttemptEffect, AttemptResult, Claimed};
 use crate::events::nats::{Publisher, lifecycle};
 use crate::executor::{Executor, INTERRUPTED, Invocation, Outcome};
+use crate::maintenance::pruner::{self, PrunerConfig};
 use crate::maintenance::rescuer::{self, RescuerConfig};
 use crate::queue::{self, ConsumerConfig, JobHandler, NodeJob};
 use crate::store;
@@ -377,6 +378,15 @@ pub async fn run(
         rescuer_config(args),
         background.clone(),
     ));
+    let pruner_task = tokio::spawn(pruner::run_loop(
+        pool.clone(),
+        PrunerConfig {
+            interval: Duration::from_millis(args.prune_interval_ms),
+            retention: Duration::from_secs(args.job_retention_seconds),
+            batch: 1_000,
+        },
+        background.clone(),
+    ));
 
     let grace = Duration::from_secs(args.shutdown_grace_seconds);
     let expired = runner.shutdown_expired.clone();
@@ -402,6 +412,7 @@ pub async fn run(
     background.cancel();
     let _ = renewer.await;
     let _ = rescuer_task.await;
+    let _ = pruner_task.await;
     result
 }
 
