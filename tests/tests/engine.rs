@@ -257,6 +257,37 @@ async fn an_agent_that_fails_twice_then_succeeds_completes_on_the_third_attempt(
 }
 
 #[tokio::test]
+async fn a_run_whose_last_node_succeeds_after_another_failed_is_failed() {
+    let app = TestApp::spawn(1).await;
+    let (status, agent) = app
+        .post(
+            "/api/agents",
+            json!({"name": "builtin", "type": "BUILTIN",
+                   "capabilities": [{"name": "sleep"}, {"name": "fail"}],
+                   "retry": {"maxAttempts": 1}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{agent}");
+    let id = agent["id"].as_str().unwrap();
+    let wf = app
+        .create_workflow(json!({"name": "fail-then-succeed", "nodes": [
+            {"id": "boom", "agentId": id, "action": "fail", "inputsJson": {"message": "early"}},
+            {"id": "slow", "agentId": id, "action": "sleep", "inputsJson": {"ms": 700}}]}))
+        .await;
+    let run_id = app.trigger(&wf, json!({})).await;
+    let run = app.wait_for_run(&run_id, RUN_TIMEOUT).await;
+    // The success closes the run, and the run still reports the failure that came first.
+    assert_eq!(node(&run, "boom")["status"], "FAILED", "{run:#}");
+    assert_eq!(node(&run, "slow")["status"], "COMPLETED", "{run:#}");
+    assert_eq!(run["status"], "FAILED", "{run:#}");
+    let error = run["error"].as_str().unwrap();
+    assert!(
+        error.contains("\"boom\"") && error.contains("early"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
 async fn an_agent_that_always_fails_fails_the_run_and_skips_descendants() {
     let app = TestApp::spawn(2).await;
     let echo = echo_agent(&app).await;

@@ -447,9 +447,9 @@ pub(crate) async fn attempt_record_locked(
     continue_as: Option<Continue<'_>>,
 ) -> Result<Recorded> {
     let mut next = None;
-    // Set when the attempt completed its node: whether the run still has work, known from
-    // the completing statement itself.
-    let mut still_open = None;
+    // Set when the attempt completed its node: how the run stands, known from the completing
+    // statement itself.
+    let mut progress = None;
     let (success, output, error, exit_code) = match result {
         AttemptResult::Succeeded { output, exit_code } => (true, Some(output), None, *exit_code),
         AttemptResult::Failed {
@@ -482,7 +482,7 @@ pub(crate) async fn attempt_record_locked(
             else {
                 return Ok(STALE);
             };
-            still_open = Some(completion.open);
+            progress = Some(completion.progress);
             let released = completion.released;
             let (gated, plain): (Vec<String>, Vec<String>) = released
                 .iter()
@@ -592,11 +592,11 @@ pub(crate) async fn attempt_record_locked(
         }
     };
 
-    let run_finished = match still_open {
+    let run_finished = match progress {
         // Released dependents count as open, so this holds after the inline claim and any
         // approval requests too.
-        Some(true) => None,
-        _ => run_finish_if_done(tx, job.run_id).await?,
+        Some(progress) => run_finish_with(tx, job.run_id, progress).await?,
+        None => run_finish_if_done(tx, job.run_id).await?,
     };
     Ok(Recorded {
         effect,
@@ -611,6 +611,16 @@ pub(crate) async fn run_finish_if_done(
     run_id: Uuid,
 ) -> Result<Option<(RunStatus, Duration)>> {
     let progress = nodes::node_progress(tx, run_id).await?;
+    run_finish_with(tx, run_id, progress).await
+}
+
+/// Finishes the run unless `progress` says a node may still move. The caller holds the run
+/// lock, under which `progress` was taken.
+async fn run_finish_with(
+    tx: &mut sqlx::PgConnection,
+    run_id: Uuid,
+    progress: nodes::RunProgress,
+) -> Result<Option<(RunStatus, Duration)>> {
     if progress.open {
         return Ok(None);
     }

@@ -169,12 +169,12 @@ pub async fn agent_run_finish_if_running(
 pub struct Completion {
     /// Dependents that became READY by it.
     pub released: Vec<String>,
-    /// Whether some other node of the run may still make progress.
-    pub open: bool,
+    /// How the run stands after it.
+    pub progress: RunProgress,
 }
 
 /// Closes a RUNNING attempt as COMPLETED, completes its node, counts the completion against
-/// the node's dependents and tells whether the run still has work, in one round trip (this
+/// the node's dependents and tells how the run stands, in one round trip (this
 /// runs once per node). `None` means someone else closed the attempt or the node first (a
 /// rescuer, a cancel): the caller's result is stale and its transaction must not commit.
 /// The caller holds the run lock, so the open check cannot miss a concurrent change, and the
@@ -209,11 +209,19 @@ pub async fn node_complete_attempt(
                  ready_at = CASE WHEN pending_deps = 1 AND status = 'PENDING' THEN clock_timestamp() ELSE ready_at END
              WHERE run_id = $1 AND node_id = ANY($7) AND pending_deps > 0 AND EXISTS (SELECT 1 FROM node)
              RETURNING node_id, status, pending_deps)
-         SELECT EXISTS (SELECT 1 FROM node) AS completed,
-                ARRAY(SELECT node_id FROM released WHERE status = 'READY' AND pending_deps = 0) AS released,
-                EXISTS (SELECT 1 FROM node_states
-                        WHERE run_id = $1 AND node_id <> $2
-                          AND status IN ('PENDING', 'READY', 'RUNNING', 'WAITING_APPROVAL')) AS open",
+         SELECT completed, released, open,
+                -- Looked up only when the run is over (a subquery in an untaken CASE branch
+                -- does not run), to tell COMPLETED from FAILED.
+                CASE WHEN completed AND NOT open THEN
+                    (SELECT ARRAY[node_id, coalesce(error, 'failed')] FROM node_states
+                     WHERE run_id = $1 AND status = 'FAILED' ORDER BY finished_at, node_id LIMIT 1)
+                END AS first_failure
+         FROM (SELECT EXISTS (SELECT 1 FROM node) AS completed,
+                      ARRAY(SELECT node_id FROM released WHERE status = 'READY' AND pending_deps = 0) AS released,
+                      EXISTS (SELECT 1 FROM node_states
+                              WHERE run_id = $1 AND node_id <> $2
+                                AND status IN ('PENDING', 'READY', 'RUNNING', 'WAITING_APPROVAL')) AS open
+              ) AS outcome",
     )
     .bind(r.run_id)
     .bind(r.node_id)
@@ -227,9 +235,16 @@ pub async fn node_complete_attempt(
     if !row.try_get::<bool, _>("completed")? {
         return Ok(None);
     }
+    let first_failure: Option<Vec<String>> = row.try_get("first_failure")?;
     Ok(Some(Completion {
         released: row.try_get("released")?,
-        open: row.try_get("open")?,
+        progress: RunProgress {
+            open: row.try_get("open")?,
+            first_failure: first_failure.and_then(|f| match <[String; 2]>::try_from(f) {
+                Ok([node_id, error]) => Some((node_id, error)),
+                Err(_) => None,
+            }),
+        },
     }))
 }
 
