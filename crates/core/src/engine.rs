@@ -287,71 +287,77 @@ pub async fn node_claim(
     worker: &str,
     lease: Duration,
 ) -> Result<Option<Claimed>> {
-    let mut tx = pool.begin().await?;
-    let claimed = node_claim_in(&mut tx, job, worker, lease).await?;
-    if claimed.is_some() {
-        tx.commit().await?;
-    }
-    Ok(claimed)
+    // No transaction: the claim is one statement, so two round trips in all.
+    let mut conn = pool.acquire().await?;
+    node_claim_in(&mut conn, job, worker, lease).await
 }
 
-/// [`node_claim`] inside the caller's transaction.
+/// [`node_claim`] on the caller's connection (or inside its transaction). The input is
+/// rendered before the claim, so the claim and the attempt row are written together; the
+/// claim only succeeds for the run generation the input was rendered in.
 async fn node_claim_in(
-    tx: &mut sqlx::PgConnection,
+    conn: &mut sqlx::PgConnection,
     job: &NodeJob,
     worker: &str,
     lease: Duration,
 ) -> Result<Option<Claimed>> {
     let lease_ms = lease.as_millis() as i64;
-    let Some(run) = nodes::node_claim(
-        &mut *tx,
-        job.run_id,
-        &job.node_id,
-        job.attempt,
-        worker,
-        lease_ms,
-    )
-    .await?
-    else {
-        return Ok(None);
-    };
-    let node = run.node;
-    let inputs = template::render(
-        &node.inputs,
-        &Scope {
-            context: &run.context,
-            nodes: &run.outputs,
-        },
-    )
-    .map_err(|e| e.to_string());
-    nodes::agent_run_insert(
-        &mut *tx,
-        &nodes::NewAgentRun {
-            run_id: job.run_id,
-            node_id: &job.node_id,
-            agent_id: node.agent.id,
-            action: &node.action,
-            attempt: job.attempt,
-            input: inputs.as_ref().ok(),
-            worker,
-        },
-    )
-    .await?;
-    let queue_wait = (Utc::now() - run.ready_at).to_std().unwrap_or_default();
-    Ok(Some(Claimed {
-        job: NodeJob {
-            traceparent: job.traceparent.clone().or(run.traceparent),
-            ..job.clone()
-        },
-        project_id: run.project_id,
-        workflow_id: run.workflow_id,
-        workflow_name: run.workflow_name,
-        node,
-        context: run.context,
-        attempt_base: run.attempt_base,
-        inputs,
-        queue_wait,
-    }))
+    // A retry with a patched context between the read and the claim starts a new
+    // generation; then read again. Twice in a row would take two retries within a moment.
+    for _ in 0..3 {
+        let Some(run) = nodes::node_to_run(&mut *conn, job.run_id, &job.node_id).await? else {
+            tracing::warn!(run_id = %job.run_id, node_id = %job.node_id, "job names a run or node that does not exist");
+            return Ok(None);
+        };
+        let node = run.node;
+        let inputs = template::render(
+            &node.inputs,
+            &Scope {
+                context: &run.context,
+                nodes: &run.outputs,
+            },
+        )
+        .map_err(|e| e.to_string());
+        let claim = nodes::node_claim(
+            &mut *conn,
+            &nodes::NewAgentRun {
+                run_id: job.run_id,
+                node_id: &job.node_id,
+                agent_id: node.agent.id,
+                action: &node.action,
+                attempt: job.attempt,
+                input: inputs.as_ref().ok(),
+                worker,
+            },
+            run.generation,
+            lease_ms,
+        )
+        .await?;
+        let (ready_at, attempt_base) = match claim {
+            nodes::Claim::Taken {
+                ready_at,
+                attempt_base,
+            } => (ready_at, attempt_base),
+            nodes::Claim::NewGeneration => continue,
+            nodes::Claim::Stale => return Ok(None),
+        };
+        let queue_wait = (Utc::now() - ready_at).to_std().unwrap_or_default();
+        return Ok(Some(Claimed {
+            job: NodeJob {
+                traceparent: job.traceparent.clone().or(run.traceparent),
+                ..job.clone()
+            },
+            project_id: run.project_id,
+            workflow_id: run.workflow_id,
+            workflow_name: run.workflow_name,
+            node,
+            context: run.context,
+            attempt_base,
+            inputs,
+            queue_wait,
+        }));
+    }
+    Ok(None)
 }
 
 /// How an attempt ended, as the engine sees it.

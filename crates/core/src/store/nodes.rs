@@ -8,11 +8,10 @@ use uuid::Uuid;
 
 use crate::error::Result;
 
-/// What a worker needs to run the node it just claimed: the run's facts, the node's plan and
-/// the outputs its templates read.
-pub struct ClaimedNode {
-    pub ready_at: DateTime<Utc>,
-    pub attempt_base: i32,
+/// What a worker needs to run a node: the run's facts, the node's plan and the outputs its
+/// templates read, as of the run's `generation` (a retry with a new context starts the next).
+pub struct NodeToRun {
+    pub generation: i32,
     pub project_id: i64,
     pub traceparent: Option<String>,
     pub workflow_name: String,
@@ -22,46 +21,30 @@ pub struct ClaimedNode {
     pub outputs: HashMap<String, Value>,
 }
 
-/// Moves a READY node to RUNNING for `attempt`, if and only if the node is still waiting for
-/// exactly that attempt and its run is still going, and returns what running it needs, all
-/// in one round trip (this runs once per node). `None` means the job is stale (a redelivery,
-/// or the run was cancelled) and must do nothing.
-pub async fn node_claim(
+/// Reads what running `node_id` needs, without taking anything: the claim that follows checks
+/// that the run's generation did not change meanwhile. `None`: no such run or node.
+pub async fn node_to_run(
     db: impl PgExecutor<'_>,
     run_id: Uuid,
     node_id: &str,
-    attempt: i32,
-    worker: &str,
-    lease_ms: i64,
-) -> Result<Option<ClaimedNode>> {
+) -> Result<Option<NodeToRun>> {
     let row = sqlx::query(
-        "UPDATE node_states n
-         SET status = 'RUNNING', attempts = $3, started_at = coalesce(n.started_at, now()),
-             locked_by = $4, lease_expires_at = now() + make_interval(secs => $5 / 1000.0)
-         FROM workflow_runs r
-         WHERE n.run_id = $1 AND n.node_id = $2 AND n.status = 'READY' AND n.attempts = $3 - 1
-           AND r.id = n.run_id AND r.status IN ('PENDING', 'RUNNING', 'WAITING_APPROVAL')
-           AND r.definition->'nodes' ? $2
-         RETURNING n.ready_at, n.attempt_base, r.project_id, r.traceparent, r.workflow_name,
-                   r.workflow_id, r.context, r.definition->'nodes'->$2 AS node,
-                   (SELECT jsonb_object_agg(o.node_id, o.output) FROM node_states o
-                    WHERE o.run_id = $1 AND o.status = 'COMPLETED'
-                      AND o.node_id IN (SELECT jsonb_array_elements_text(r.definition->'nodes'->$2->'reads'))
-                   ) AS outputs",
+        "SELECT r.generation, r.project_id, r.traceparent, r.workflow_name, r.workflow_id, r.context,
+                r.definition->'nodes'->$2 AS node,
+                (SELECT jsonb_object_agg(o.node_id, o.output) FROM node_states o
+                 WHERE o.run_id = $1 AND o.status = 'COMPLETED'
+                   AND o.node_id IN (SELECT jsonb_array_elements_text(r.definition->'nodes'->$2->'reads'))
+                ) AS outputs
+         FROM workflow_runs r WHERE r.id = $1 AND r.definition->'nodes' ? $2",
     )
     .bind(run_id)
     .bind(node_id)
-    .bind(attempt)
-    .bind(worker)
-    .bind(lease_ms as f64)
     .fetch_optional(db)
     .await?;
     let Some(r) = row else { return Ok(None) };
-    let ready_at: Option<DateTime<Utc>> = r.try_get("ready_at")?;
     let outputs: Option<Json<HashMap<String, Value>>> = r.try_get("outputs")?;
-    Ok(Some(ClaimedNode {
-        ready_at: ready_at.unwrap_or_else(Utc::now),
-        attempt_base: r.try_get("attempt_base")?,
+    Ok(Some(NodeToRun {
+        generation: r.try_get("generation")?,
         project_id: r.try_get("project_id")?,
         traceparent: r.try_get("traceparent")?,
         workflow_name: r.try_get("workflow_name")?,
@@ -70,6 +53,83 @@ pub async fn node_claim(
         node: r.try_get::<Json<crate::domain::PlannedNode>, _>("node")?.0,
         outputs: outputs.map(|j| j.0).unwrap_or_default(),
     }))
+}
+
+pub struct NewAgentRun<'a> {
+    pub run_id: Uuid,
+    pub node_id: &'a str,
+    pub agent_id: Uuid,
+    pub action: &'a str,
+    pub attempt: i32,
+    pub input: Option<&'a Value>,
+    pub worker: &'a str,
+}
+
+/// How a claim went.
+pub enum Claim {
+    /// The node is RUNNING under the caller's lease and the attempt row exists.
+    Taken {
+        ready_at: DateTime<Utc>,
+        attempt_base: i32,
+    },
+    /// The run moved to another generation since the read: read again and retry.
+    NewGeneration,
+    /// The job is stale (a redelivery, or the run was cancelled or finished): do nothing.
+    Stale,
+}
+
+/// Moves a READY node to RUNNING for `r.attempt` and records the attempt's start with its
+/// rendered input, in one statement (this runs once per node): if and only if the node is
+/// still waiting for exactly that attempt, its run is still going, and the run is still in
+/// `generation`, the one the input was rendered for.
+pub async fn node_claim(
+    db: impl PgExecutor<'_>,
+    r: &NewAgentRun<'_>,
+    generation: i32,
+    lease_ms: i64,
+) -> Result<Claim> {
+    let row = sqlx::query(
+        "WITH claimed AS (
+             UPDATE node_states n
+             SET status = 'RUNNING', attempts = $6, started_at = coalesce(n.started_at, now()),
+                 locked_by = $8, lease_expires_at = now() + make_interval(secs => $10 / 1000.0)
+             FROM workflow_runs r
+             WHERE n.run_id = $2 AND n.node_id = $3 AND n.status = 'READY' AND n.attempts = $6 - 1
+               AND r.id = n.run_id AND r.status IN ('PENDING', 'RUNNING', 'WAITING_APPROVAL')
+               AND r.generation = $9
+             RETURNING n.ready_at, n.attempt_base),
+         attempt AS (
+             INSERT INTO agent_runs (id, run_id, node_id, agent_id, action, attempt, status, input, worker, started_at)
+             SELECT $1, $2, $3, $4, $5, $6, 'RUNNING', $7, $8, clock_timestamp() FROM claimed
+             ON CONFLICT (run_id, node_id, attempt) DO NOTHING)
+         SELECT c.ready_at, c.attempt_base, (SELECT generation FROM workflow_runs WHERE id = $2) AS generation
+         FROM (SELECT 1) AS one LEFT JOIN claimed c ON true",
+    )
+    .bind(Uuid::now_v7())
+    .bind(r.run_id)
+    .bind(r.node_id)
+    .bind(r.agent_id)
+    .bind(r.action)
+    .bind(r.attempt)
+    .bind(r.input.map(Json))
+    .bind(r.worker)
+    .bind(generation)
+    .bind(lease_ms as f64)
+    .fetch_one(db)
+    .await?;
+    let attempt_base: Option<i32> = row.try_get("attempt_base")?;
+    if let Some(attempt_base) = attempt_base {
+        let ready_at: Option<DateTime<Utc>> = row.try_get("ready_at")?;
+        return Ok(Claim::Taken {
+            ready_at: ready_at.unwrap_or_else(Utc::now),
+            attempt_base,
+        });
+    }
+    let current: Option<i32> = row.try_get("generation")?;
+    Ok(match current {
+        Some(g) if g != generation => Claim::NewGeneration,
+        _ => Claim::Stale,
+    })
 }
 
 /// Outputs of the COMPLETED nodes among `node_ids`, for rendering templates.
@@ -95,36 +155,6 @@ pub async fn node_outputs(
             (r.get("node_id"), output.map(|j| j.0).unwrap_or(Value::Null))
         })
         .collect())
-}
-
-pub struct NewAgentRun<'a> {
-    pub run_id: Uuid,
-    pub node_id: &'a str,
-    pub agent_id: Uuid,
-    pub action: &'a str,
-    pub attempt: i32,
-    pub input: Option<&'a Value>,
-    pub worker: &'a str,
-}
-
-/// Records the start of an attempt. A second insert for the same attempt is ignored.
-pub async fn agent_run_insert(db: impl PgExecutor<'_>, r: &NewAgentRun<'_>) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO agent_runs (id, run_id, node_id, agent_id, action, attempt, status, input, worker, started_at)
-         VALUES ($1, $2, $3, $4, $5, $6, 'RUNNING', $7, $8, clock_timestamp())
-         ON CONFLICT (run_id, node_id, attempt) DO NOTHING",
-    )
-    .bind(Uuid::now_v7())
-    .bind(r.run_id)
-    .bind(r.node_id)
-    .bind(r.agent_id)
-    .bind(r.action)
-    .bind(r.attempt)
-    .bind(r.input.map(Json))
-    .bind(r.worker)
-    .execute(db)
-    .await?;
-    Ok(())
 }
 
 pub struct AgentRunResult<'a> {
