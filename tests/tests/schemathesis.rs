@@ -256,10 +256,12 @@ values = ["1"]
     // Schemathesis (through Hypothesis) sometimes fails inside itself while generating a case
     // ("Runtime Error" with a traceback in site-packages, e.g. Python's "AST constructor
     // recursion depth mismatch"). That says nothing about the API; anything else still fails.
+    // Error lines read "🚫 <kind>: <count>"; a failed phase is listed as "🚫 <phase>" (no
+    // count) under "Test Phases" and says nothing of its own.
     let error_kinds: Vec<&str> = summary
         .lines()
         .filter_map(|l| l.trim().strip_prefix("🚫 "))
-        .filter_map(|l| l.split(':').next())
+        .filter_map(|l| l.split_once(": ").map(|(kind, _)| kind))
         .collect();
     let only_tool_errors = !stdout.contains("FAILURES")
         && !error_kinds.is_empty()
