@@ -211,16 +211,13 @@ async fn request_approval(
     run_id: Uuid,
     node_id: &str,
 ) -> Result<bool> {
-    let Some(run) = runs::run_get_for_node(&mut *tx, run_id, node_id).await? else {
+    let Some(run) = nodes::node_to_run(&mut *tx, run_id, node_id).await? else {
         return Ok(false);
     };
-    let Some(node) = run.node else {
-        return Ok(false);
-    };
-    let outputs = nodes::node_outputs(&mut *tx, run_id, &node.reads).await?;
+    let node = run.node;
     let scope = Scope {
         context: &run.context,
-        nodes: &outputs,
+        nodes: &run.outputs,
     };
     let Ok(input) = template::render(&node.inputs, &scope) else {
         return Ok(false);
@@ -479,12 +476,11 @@ pub(crate) async fn attempt_record_locked(
     }
 
     let effect = match result {
-        AttemptResult::Succeeded { output, .. } => {
+        AttemptResult::Succeeded { .. } => {
             // The attempt, the node and the dependents' counts in one statement: this is the
             // hot path of every node.
             let Some(completion) =
-                nodes::node_complete_attempt(&mut *tx, &attempt_result, output, &node.dependents)
-                    .await?
+                nodes::node_complete_attempt(&mut *tx, &attempt_result, &node.dependents).await?
             else {
                 return Ok(STALE);
             };

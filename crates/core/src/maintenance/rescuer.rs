@@ -128,9 +128,9 @@ async fn rescue_expired_lease(pool: &PgPool, lease: &nodes::ExpiredLease) -> Res
     else {
         return Ok(false);
     };
-    let Some(node) = runs::run_get_for_node(&mut *tx, lease.run_id, &lease.node_id)
+    let Some(node) = nodes::node_to_run(&mut *tx, lease.run_id, &lease.node_id)
         .await?
-        .and_then(|r| r.node)
+        .map(|r| r.node)
     else {
         return Ok(false);
     };

@@ -2,6 +2,25 @@
 //! noun-then-verb and take the connection or transaction they run in, so callers decide what
 //! one transaction covers.
 
+// SQL fragments that several statements must spell identically, as macros so they can be
+// `concat!`ed into static query strings.
+
+/// Node states from which a node may still make progress. Spelled as in the predicate of
+/// `node_states_open_idx`, so the planner can use that index.
+macro_rules! open_node_statuses {
+    () => {
+        "('PENDING', 'READY', 'RUNNING', 'WAITING_APPROVAL')"
+    };
+}
+
+/// The failure a FAILED run reports: its first failed node (node id, error) for run `$1`.
+macro_rules! first_failure {
+    () => {
+        "SELECT node_id, coalesce(error, 'failed') AS error FROM node_states
+         WHERE run_id = $1 AND status = 'FAILED' ORDER BY finished_at, node_id LIMIT 1"
+    };
+}
+
 pub mod agents;
 pub mod alerts;
 pub mod approvals;

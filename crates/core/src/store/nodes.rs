@@ -102,7 +102,10 @@ pub async fn node_claim(
              INSERT INTO agent_runs (id, run_id, node_id, agent_id, action, attempt, status, input, worker, started_at)
              SELECT $1, $2, $3, $4, $5, $6, 'RUNNING', $7, $8, clock_timestamp() FROM claimed
              ON CONFLICT (run_id, node_id, attempt) DO NOTHING)
-         SELECT c.ready_at, c.attempt_base, (SELECT generation FROM workflow_runs WHERE id = $2) AS generation
+         -- The generation is looked up only when the claim failed, to tell why.
+         SELECT c.ready_at, c.attempt_base,
+                CASE WHEN c.attempt_base IS NULL THEN (SELECT generation FROM workflow_runs WHERE id = $2) END
+                    AS generation
          FROM (SELECT 1) AS one LEFT JOIN claimed c ON true",
     )
     .bind(Uuid::now_v7())
@@ -132,31 +135,6 @@ pub async fn node_claim(
     })
 }
 
-/// Outputs of the COMPLETED nodes among `node_ids`, for rendering templates.
-pub async fn node_outputs(
-    db: impl PgExecutor<'_>,
-    run_id: Uuid,
-    node_ids: &[String],
-) -> Result<HashMap<String, Value>> {
-    if node_ids.is_empty() {
-        return Ok(HashMap::new());
-    }
-    let rows = sqlx::query(
-        "SELECT node_id, output FROM node_states WHERE run_id = $1 AND node_id = ANY($2) AND status = 'COMPLETED'",
-    )
-    .bind(run_id)
-    .bind(node_ids)
-    .fetch_all(db)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| {
-            let output: Option<Json<Value>> = r.get("output");
-            (r.get("node_id"), output.map(|j| j.0).unwrap_or(Value::Null))
-        })
-        .collect())
-}
-
 pub struct AgentRunResult<'a> {
     pub run_id: Uuid,
     pub node_id: &'a str,
@@ -169,29 +147,42 @@ pub struct AgentRunResult<'a> {
     pub cost_per_minute: Option<f64>,
 }
 
+/// Closes attempt `$3` of node `$2` of run `$1` if it is still RUNNING, with the parameters
+/// [`bind_attempt_result`] binds as `$4`..`$8`.
+macro_rules! attempt_finish {
+    () => {
+        "UPDATE agent_runs
+         SET status = $4, output = $5, error = $6, exit_code = $7, finished_at = clock_timestamp(),
+             duration_ms = (extract(epoch FROM clock_timestamp() - started_at) * 1000)::bigint,
+             cost = extract(epoch FROM clock_timestamp() - started_at) / 60.0 * $8
+         WHERE run_id = $1 AND node_id = $2 AND attempt = $3 AND status = 'RUNNING'"
+    };
+}
+
+fn bind_attempt_result<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    r: &AgentRunResult<'q>,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    query
+        .bind(r.run_id)
+        .bind(r.node_id)
+        .bind(r.attempt)
+        .bind(if r.success { "COMPLETED" } else { "FAILED" })
+        .bind(r.output.map(Json))
+        .bind(r.error)
+        .bind(r.exit_code)
+        .bind(r.cost_per_minute)
+}
+
 /// Closes a RUNNING attempt. Returns false when the attempt was already closed by someone
 /// else (a rescuer, a cancel), in which case the caller's result is stale.
 pub async fn agent_run_finish_if_running(
     db: impl PgExecutor<'_>,
     r: &AgentRunResult<'_>,
 ) -> Result<bool> {
-    let done = sqlx::query(
-        "UPDATE agent_runs
-         SET status = $4, output = $5, error = $6, exit_code = $7, finished_at = clock_timestamp(),
-             duration_ms = (extract(epoch FROM clock_timestamp() - started_at) * 1000)::bigint,
-             cost = extract(epoch FROM clock_timestamp() - started_at) / 60.0 * $8
-         WHERE run_id = $1 AND node_id = $2 AND attempt = $3 AND status = 'RUNNING'",
-    )
-    .bind(r.run_id)
-    .bind(r.node_id)
-    .bind(r.attempt)
-    .bind(if r.success { "COMPLETED" } else { "FAILED" })
-    .bind(r.output.map(Json))
-    .bind(r.error)
-    .bind(r.exit_code)
-    .bind(r.cost_per_minute)
-    .execute(db)
-    .await?;
+    let done = bind_attempt_result(sqlx::query(attempt_finish!()), r)
+        .execute(db)
+        .await?;
     Ok(done.rows_affected() == 1)
 }
 
@@ -213,21 +204,16 @@ pub struct Completion {
 pub async fn node_complete_attempt(
     db: impl PgExecutor<'_>,
     r: &AgentRunResult<'_>,
-    output: &Value,
     dependents: &[String],
 ) -> Result<Option<Completion>> {
     // One snapshot for the whole statement: the open check sees the other nodes as they were
     // before it, which is right, as releasing only moves PENDING nodes to READY (both open).
-    let row = sqlx::query(
-        "WITH attempt AS (
-             UPDATE agent_runs
-             SET status = 'COMPLETED', output = $4, error = NULL, exit_code = $5, finished_at = clock_timestamp(),
-                 duration_ms = (extract(epoch FROM clock_timestamp() - started_at) * 1000)::bigint,
-                 cost = extract(epoch FROM clock_timestamp() - started_at) / 60.0 * $6
-             WHERE run_id = $1 AND node_id = $2 AND attempt = $3 AND status = 'RUNNING'
-             RETURNING 1),
+    let query = sqlx::query(concat!(
+        "WITH attempt AS (",
+        attempt_finish!(),
+        " RETURNING 1),
          node AS (
-             UPDATE node_states SET status = 'COMPLETED', output = $4, error = NULL, finished_at = now(),
+             UPDATE node_states SET status = 'COMPLETED', output = $5, error = NULL, finished_at = now(),
                     locked_by = NULL, lease_expires_at = NULL
              WHERE run_id = $1 AND node_id = $2 AND status = 'RUNNING' AND attempts = $3
                AND EXISTS (SELECT 1 FROM attempt)
@@ -237,31 +223,28 @@ pub async fn node_complete_attempt(
              SET pending_deps = pending_deps - 1,
                  status = CASE WHEN pending_deps = 1 AND status = 'PENDING' THEN 'READY' ELSE status END,
                  ready_at = CASE WHEN pending_deps = 1 AND status = 'PENDING' THEN clock_timestamp() ELSE ready_at END
-             WHERE run_id = $1 AND node_id = ANY($7) AND pending_deps > 0 AND EXISTS (SELECT 1 FROM node)
+             WHERE run_id = $1 AND node_id = ANY($9) AND pending_deps > 0 AND EXISTS (SELECT 1 FROM node)
              RETURNING node_id, status, pending_deps)
          SELECT completed, released, open,
                 -- Looked up only when the run is over (a subquery in an untaken CASE branch
                 -- does not run), to tell COMPLETED from FAILED.
                 CASE WHEN completed AND NOT open THEN
-                    (SELECT ARRAY[node_id, coalesce(error, 'failed')] FROM node_states
-                     WHERE run_id = $1 AND status = 'FAILED' ORDER BY finished_at, node_id LIMIT 1)
+                    (SELECT ARRAY[f.node_id, f.error] FROM (",
+        first_failure!(),
+        ") AS f)
                 END AS first_failure
          FROM (SELECT EXISTS (SELECT 1 FROM node) AS completed,
                       ARRAY(SELECT node_id FROM released WHERE status = 'READY' AND pending_deps = 0) AS released,
                       EXISTS (SELECT 1 FROM node_states
-                              WHERE run_id = $1 AND node_id <> $2
-                                AND status IN ('PENDING', 'READY', 'RUNNING', 'WAITING_APPROVAL')) AS open
-              ) AS outcome",
-    )
-    .bind(r.run_id)
-    .bind(r.node_id)
-    .bind(r.attempt)
-    .bind(Json(output))
-    .bind(r.exit_code)
-    .bind(r.cost_per_minute)
-    .bind(dependents)
-    .fetch_one(db)
-    .await?;
+                              WHERE run_id = $1 AND node_id <> $2 AND status IN ",
+        open_node_statuses!(),
+        ") AS open
+              ) AS outcome"
+    ));
+    let row = bind_attempt_result(query, r)
+        .bind(dependents)
+        .fetch_one(db)
+        .await?;
     if !row.try_get::<bool, _>("completed")? {
         return Ok(None);
     }
@@ -354,10 +337,11 @@ pub struct RunProgress {
 pub async fn node_progress(conn: &mut PgConnection, run_id: Uuid) -> Result<RunProgress> {
     // Runs after every attempt: one index probe while the run is open (node_states_open_idx),
     // the failure lookup only once it is not.
-    let open: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM node_states
-                        WHERE run_id = $1 AND status IN ('PENDING', 'READY', 'RUNNING', 'WAITING_APPROVAL'))",
-    )
+    let open: bool = sqlx::query_scalar(concat!(
+        "SELECT EXISTS (SELECT 1 FROM node_states WHERE run_id = $1 AND status IN ",
+        open_node_statuses!(),
+        ")"
+    ))
     .bind(run_id)
     .fetch_one(&mut *conn)
     .await?;
@@ -367,13 +351,10 @@ pub async fn node_progress(conn: &mut PgConnection, run_id: Uuid) -> Result<RunP
             first_failure: None,
         });
     }
-    let failure = sqlx::query(
-        "SELECT node_id, coalesce(error, 'failed') AS error FROM node_states
-         WHERE run_id = $1 AND status = 'FAILED' ORDER BY finished_at, node_id LIMIT 1",
-    )
-    .bind(run_id)
-    .fetch_optional(&mut *conn)
-    .await?;
+    let failure = sqlx::query(first_failure!())
+        .bind(run_id)
+        .fetch_optional(&mut *conn)
+        .await?;
     Ok(RunProgress {
         open: false,
         first_failure: failure.map(|r| (r.get("node_id"), r.get("error"))),
@@ -522,9 +503,11 @@ pub async fn node_cancel_open(conn: &mut PgConnection, run_id: Uuid, reason: &st
     .execute(&mut *conn)
     .await?;
     let done = sqlx::query(
+    concat!(
         "UPDATE node_states SET status = 'CANCELLED', error = $2, finished_at = now(), locked_by = NULL, lease_expires_at = NULL
-         WHERE run_id = $1 AND status IN ('PENDING', 'READY', 'RUNNING', 'WAITING_APPROVAL')",
-    )
+         WHERE run_id = $1 AND status IN ",
+        open_node_statuses!()
+    ))
     .bind(run_id)
     .bind(reason)
     .execute(&mut *conn)

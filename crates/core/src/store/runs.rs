@@ -205,44 +205,6 @@ pub async fn run_lock(conn: &mut PgConnection, run_id: Uuid) -> Result<Option<Ru
         .transpose()
 }
 
-/// The run-level facts a worker needs to execute one node.
-pub struct RunForNode {
-    pub project_id: i64,
-    pub traceparent: Option<String>,
-    pub workflow_name: String,
-    pub workflow_id: Uuid,
-    pub status: RunStatus,
-    pub context: Value,
-    pub node: Option<crate::domain::PlannedNode>,
-}
-
-pub async fn run_get_for_node(
-    db: impl PgExecutor<'_>,
-    run_id: Uuid,
-    node_id: &str,
-) -> Result<Option<RunForNode>> {
-    let row = sqlx::query(
-        "SELECT project_id, traceparent, workflow_name, workflow_id, status, context, definition->'nodes'->$2 AS node FROM workflow_runs WHERE id = $1",
-    )
-    .bind(run_id)
-    .bind(node_id)
-    .fetch_optional(db)
-    .await?;
-    let Some(row) = row else { return Ok(None) };
-    let status: String = row.get("status");
-    Ok(Some(RunForNode {
-        project_id: row.get("project_id"),
-        traceparent: row.get("traceparent"),
-        workflow_name: row.get("workflow_name"),
-        workflow_id: row.get("workflow_id"),
-        status: super::decode(RunStatus::parse(&status), "run status", &status)?,
-        context: row.get::<Json<Value>, _>("context").0,
-        node: row
-            .get::<Option<Json<crate::domain::PlannedNode>>, _>("node")
-            .map(|j| j.0),
-    }))
-}
-
 pub async fn run_plan(db: impl PgExecutor<'_>, run_id: Uuid) -> Result<RunPlan> {
     let plan: Json<RunPlan> =
         sqlx::query_scalar("SELECT definition FROM workflow_runs WHERE id = $1")
@@ -339,13 +301,15 @@ pub async fn run_restart(
 
 /// Runs still going whose nodes are all finished: the rescuer closes them.
 pub async fn run_unfinalized(db: impl PgExecutor<'_>, limit: i64) -> Result<Vec<Uuid>> {
-    Ok(sqlx::query_scalar(
+    Ok(sqlx::query_scalar(concat!(
         "SELECT r.id FROM workflow_runs r
          WHERE r.status IN ('PENDING', 'RUNNING', 'WAITING_APPROVAL')
            AND NOT EXISTS (SELECT 1 FROM node_states n WHERE n.run_id = r.id
-                           AND n.status IN ('PENDING', 'READY', 'RUNNING', 'WAITING_APPROVAL'))
-         LIMIT $1",
-    )
+                           AND n.status IN ",
+        open_node_statuses!(),
+        ")
+         LIMIT $1"
+    ))
     .bind(limit)
     .fetch_all(db)
     .await?)
