@@ -17,6 +17,7 @@ use crate::config::WorkerArgs;
 use crate::engine::{self, AttemptEffect, AttemptResult, Claimed};
 use crate::events::nats::{Publisher, lifecycle};
 use crate::executor::{Executor, INTERRUPTED, Invocation, Outcome};
+use crate::maintenance;
 use crate::maintenance::pruner::{self, PrunerConfig};
 use crate::maintenance::rescuer::{self, RescuerConfig};
 use crate::queue::{self, ConsumerConfig, JobHandler, NodeJob};
@@ -359,18 +360,14 @@ pub async fn run(
         let runner = runner.clone();
         let stop = background.clone();
         tokio::spawn(async move {
+            let runner = &runner;
             // Renew well within the lease so one slow round trip does not lose it.
-            let mut tick = tokio::time::interval(lease / 4);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tick.tick() => {}
-                }
+            maintenance::every(lease / 4, stop, || async move {
                 if let Err(e) = runner.renew_leases().await {
                     tracing::warn!(error = %e, "lease renewal failed; retrying");
                 }
-            }
+            })
+            .await
         })
     };
     let rescuer_task = tokio::spawn(rescuer::run_loop(

@@ -3,3 +3,26 @@
 
 pub mod pruner;
 pub mod rescuer;
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+/// Runs `pass` every `interval` until `stop` fires. A pass that overruns delays the next one
+/// instead of letting missed ticks fire back to back.
+pub async fn every<F, Fut>(interval: Duration, stop: CancellationToken, mut pass: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        pass().await;
+    }
+}

@@ -42,17 +42,13 @@ pub async fn run_loop(
     config: PrunerConfig,
     stop: tokio_util::sync::CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(config.interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        match run_once(&pool, &config).await {
+    let (pool, config) = (&pool, &config);
+    super::every(config.interval, stop, || async move {
+        match run_once(pool, config).await {
             Ok(n) if n > 0 => tracing::info!(deleted = n, "pruned ended queue jobs"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "pruning queue jobs failed; will try again"),
         }
-    }
+    })
+    .await
 }
