@@ -325,6 +325,28 @@ impl TestApp {
         self.retired.push(old);
     }
 
+    /// The address worker `i` serves `/metrics` on.
+    pub fn worker_metrics_addr(&mut self, i: usize) -> String {
+        self.workers[i].wait_for_log("worker metrics listening", Duration::from_secs(5))
+            ["metrics_addr"]
+            .as_str()
+            .expect("worker metrics line has metrics_addr")
+            .to_string()
+    }
+
+    /// Worker `i`'s `/metrics` text.
+    pub async fn worker_metrics(&mut self, i: usize) -> String {
+        let addr = self.worker_metrics_addr(i);
+        self.client
+            .get(format!("http://{addr}/metrics"))
+            .send()
+            .await
+            .expect("worker /metrics answers")
+            .text()
+            .await
+            .expect("worker /metrics has a body")
+    }
+
     /// Adds one more worker process.
     pub fn add_worker(&mut self) -> usize {
         let i = self.workers.len();
@@ -400,12 +422,26 @@ impl TestApp {
         actions: &[&str],
         extra: Value,
     ) -> String {
-        let mut body = json!({
-            "name": name,
-            "type": "SCRIPT",
-            "entrypoint": entrypoint,
-            "capabilities": actions.iter().map(|a| json!({"name": a})).collect::<Vec<_>>(),
-        });
+        let body = json!({"type": "SCRIPT", "entrypoint": entrypoint});
+        self.create_agent_with(name, actions, body, extra).await
+    }
+
+    /// Creates an in-process BUILTIN agent offering `actions` (`noop`, `echo`, `sleep`,
+    /// `fail`); `extra` adds or overrides fields (e.g. `retry`). Returns its id.
+    pub async fn create_builtin_agent(&self, name: &str, actions: &[&str], extra: Value) -> String {
+        self.create_agent_with(name, actions, json!({"type": "BUILTIN"}), extra)
+            .await
+    }
+
+    async fn create_agent_with(
+        &self,
+        name: &str,
+        actions: &[&str],
+        mut body: Value,
+        extra: Value,
+    ) -> String {
+        body["name"] = json!(name);
+        body["capabilities"] = actions.iter().map(|a| json!({"name": a})).collect();
         if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
             for (k, v) in e {
                 b.insert(k.clone(), v.clone());

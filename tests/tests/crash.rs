@@ -720,19 +720,7 @@ async fn the_rescuer_repairs_lost_jobs_and_unfinished_runs_and_counts_it() {
     let closed = app.wait_for_run(&unfinished, Duration::from_secs(30)).await;
     assert_eq!(closed["status"], "COMPLETED", "{closed:#}");
 
-    let line = app.workers[w].wait_for_log("worker metrics listening", Duration::from_secs(5));
-    let metrics = app
-        .client
-        .get(format!(
-            "http://{}/metrics",
-            line["metrics_addr"].as_str().unwrap()
-        ))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.worker_metrics(w).await;
     for kind in ["lost_job", "unfinalized_run"] {
         assert!(
             metrics
@@ -753,16 +741,13 @@ async fn the_pruner_deletes_ended_queue_jobs_and_keeps_live_ones() {
         ],
     )
     .await;
-    let (status, agent) = app
-        .post(
-            "/api/agents",
-            json!({"name": "builtin", "type": "BUILTIN",
-                   "capabilities": [{"name": "noop"}, {"name": "fail"}],
-                   "retry": {"maxAttempts": 2, "initialBackoffMs": 600000, "maxBackoffMs": 600000}}),
+    let id = &app
+        .create_builtin_agent(
+            "builtin",
+            &["noop", "fail"],
+            json!({"retry": {"maxAttempts": 2, "initialBackoffMs": 600000, "maxBackoffMs": 600000}}),
         )
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{agent}");
-    let id = agent["id"].as_str().unwrap();
     let done_wf = app
         .create_workflow(json!({"name": "two-roots", "nodes": [
             {"id": "a", "agentId": id, "action": "noop"},
@@ -829,19 +814,7 @@ async fn the_pruner_deletes_ended_queue_jobs_and_keeps_live_ones() {
     assert_eq!(agent_runs(&run, "a").len(), 1, "{run:#}");
     assert_eq!(agent_runs(&run, "b")[0]["status"], "COMPLETED", "{run:#}");
 
-    let line = app.workers[0].wait_for_log("worker metrics listening", Duration::from_secs(5));
-    let metrics = app
-        .client
-        .get(format!(
-            "http://{}/metrics",
-            line["metrics_addr"].as_str().unwrap()
-        ))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.worker_metrics(0).await;
     let pruned: f64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix("orchestration_queue_jobs_pruned_total "))

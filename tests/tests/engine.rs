@@ -259,16 +259,13 @@ async fn an_agent_that_fails_twice_then_succeeds_completes_on_the_third_attempt(
 #[tokio::test]
 async fn a_run_whose_last_node_succeeds_after_another_failed_is_failed() {
     let app = TestApp::spawn(1).await;
-    let (status, agent) = app
-        .post(
-            "/api/agents",
-            json!({"name": "builtin", "type": "BUILTIN",
-                   "capabilities": [{"name": "sleep"}, {"name": "fail"}],
-                   "retry": {"maxAttempts": 1}}),
+    let id = &app
+        .create_builtin_agent(
+            "builtin",
+            &["sleep", "fail"],
+            json!({"retry": {"maxAttempts": 1}}),
         )
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{agent}");
-    let id = agent["id"].as_str().unwrap();
     let wf = app
         .create_workflow(json!({"name": "fail-then-succeed", "nodes": [
             {"id": "boom", "agentId": id, "action": "fail", "inputsJson": {"message": "early"}},
@@ -557,16 +554,13 @@ async fn builtin_agents_run_in_the_worker_and_pass_outputs_along() {
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
 
-    let (status, agent) = app
-        .post(
-            "/api/agents",
-            json!({"name": "builtin", "type": "BUILTIN",
-                   "capabilities": [{"name": "noop"}, {"name": "echo"}, {"name": "sleep"}, {"name": "fail"}],
-                   "retry": {"maxAttempts": 2, "initialBackoffMs": 10}}),
+    let id = &app
+        .create_builtin_agent(
+            "builtin",
+            &["noop", "echo", "sleep", "fail"],
+            json!({"retry": {"maxAttempts": 2, "initialBackoffMs": 10}}),
         )
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{agent}");
-    let id = agent["id"].as_str().unwrap();
     let wf = app
         .create_workflow(json!({"name": "builtin-chain", "nodes": [
             {"id": "a", "agentId": id, "action": "noop"},

@@ -378,19 +378,7 @@ pub async fn scrape_after_a_busy_run() -> (String, String) {
         .text()
         .await
         .unwrap();
-    let line = app.workers[0].wait_for_log("worker metrics listening", Duration::from_secs(5));
-    let worker = app
-        .client
-        .get(format!(
-            "http://{}/metrics",
-            line["metrics_addr"].as_str().unwrap()
-        ))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let worker = app.worker_metrics(0).await;
     (api, worker)
 }
 

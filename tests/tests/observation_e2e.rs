@@ -341,11 +341,7 @@ async fn a_failing_workflow_raises_an_alert_that_comes_back_as_a_workflow() {
     // 1. The orchestrator: the API and one worker, each with its own /metrics.
     let mut app = TestApp::spawn_with(1, &[("ORCH_ALERTMANAGER_TOKEN", AM_TOKEN)]).await;
     eprintln!("orchestrator up after {:?}", test_started.elapsed());
-    let worker_metrics = app.workers[0]
-        .wait_for_log("worker metrics listening", Duration::from_secs(5))["metrics_addr"]
-        .as_str()
-        .expect("worker metrics line has metrics_addr")
-        .to_string();
+    let worker_metrics = app.worker_metrics_addr(0);
     let api_target = app
         .base
         .strip_prefix("http://")
