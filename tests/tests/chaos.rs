@@ -24,8 +24,6 @@ async fn runs_survive_workers_being_killed_and_restarted() {
             ("ORCH_LEASE_TTL_MS", "1500"),
             ("ORCH_RESCUE_INTERVAL_MS", "250"),
             ("ORCH_RESCUE_READY_AFTER_MS", "3000"),
-            ("ORCH_HEARTBEAT_MS", "500"),
-            ("ORCH_MISSED_HEARTBEATS", "4"),
         ],
     )
     .await;

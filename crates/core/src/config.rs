@@ -35,32 +35,20 @@ pub struct WorkerArgs {
     /// Node attempts one worker runs at the same time.
     #[arg(long, env = "ORCH_WORKER_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub worker_concurrency: u32,
-    /// Fallback poll for delayed jobs (retries with backoff); new jobs arrive by LISTEN/NOTIFY.
+    /// How often an idle worker looks for due nodes no notification announced (retries whose
+    /// backoff ran out); nodes made READY wake workers at once by LISTEN/NOTIFY.
     #[arg(long, env = "ORCH_POLL_INTERVAL_MS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(10..=60_000))]
     pub poll_interval_ms: u64,
-    /// Worker heartbeat; a worker silent for heartbeat × missed heartbeats is presumed dead
-    /// and its jobs go back to the queue.
-    #[arg(long, env = "ORCH_HEARTBEAT_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
-    pub heartbeat_ms: u64,
-    #[arg(long, env = "ORCH_MISSED_HEARTBEATS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=100))]
-    pub missed_heartbeats: u64,
     /// How long a worker's hold on a running node lasts without renewal; a worker that dies
     /// loses its nodes to the rescuer this long after its last renewal.
     #[arg(long, env = "ORCH_LEASE_TTL_MS", default_value_t = 8_000, value_parser = clap::value_parser!(u64).range(500..=3_600_000))]
     pub lease_ttl_ms: u64,
-    /// How often the rescuer looks for expired leases, lost jobs and unfinished runs.
+    /// How often the rescuer looks for expired leases, stalled and unfinished runs.
     #[arg(long, env = "ORCH_RESCUE_INTERVAL_MS", default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
     pub rescue_interval_ms: u64,
-    /// A READY node waiting this long gets its job checked (and revived if it was lost).
+    /// A run in which nothing moved for this long has its nodes' readiness recomputed.
     #[arg(long, env = "ORCH_RESCUE_READY_AFTER_MS", default_value_t = 15_000, value_parser = clap::value_parser!(u64).range(100..=86_400_000))]
     pub rescue_ready_after_ms: u64,
-    /// Queue jobs that ended longer ago than this are deleted (the run history stays in the
-    /// engine's own tables).
-    #[arg(long, env = "ORCH_JOB_RETENTION_SECONDS", default_value_t = 3_600, value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
-    pub job_retention_seconds: u64,
-    /// How often the pruner deletes ended queue jobs.
-    #[arg(long, env = "ORCH_PRUNE_INTERVAL_MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(100..=86_400_000))]
-    pub prune_interval_ms: u64,
     /// Time in-flight attempts get to finish after SIGTERM.
     #[arg(long, env = "ORCH_SHUTDOWN_GRACE_SECONDS", default_value_t = 30)]
     pub shutdown_grace_seconds: u64,

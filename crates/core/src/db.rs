@@ -56,9 +56,8 @@ async fn create_database(options: &PgConnectOptions) -> Result<()> {
     Ok(())
 }
 
-/// Applies the queue's schema and then ours. Safe to run from many processes at once.
+/// Applies our schema. Safe to run from many processes at once.
 pub async fn migrate(pool: &PgPool) -> Result<()> {
-    crate::queue::setup(pool).await?;
     sqlx::migrate!("../../migrations").run(pool).await?;
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! claim a node attempt, record how an attempt ended (and what that unlocks). The worker loop
 //! and the API call these; SQL stays in `store`.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use chrono::Utc;
 use serde_json::{Value, json};
@@ -12,8 +12,8 @@ use uuid::Uuid;
 use crate::dag::Dag;
 use crate::domain::{PlannedNode, RunStatus, RunSummary};
 use crate::error::{Error, Invalid, Result};
-use crate::queue::{self, NodeJob};
-use crate::store::{agents, approvals, nodes, runs, workflows};
+use crate::queue::NodeJob;
+use crate::store::{agents, approvals, nodes, queue, runs, workflows};
 use crate::template::{self, Scope};
 
 /// Starts a run of a workflow: the run, its node states and the jobs of its root nodes are
@@ -139,16 +139,8 @@ pub async fn run_create(
         },
     )
     .await?;
-    let roots: Vec<(String, i32)> = dag.roots().map(|id| (id.to_string(), 1)).collect();
-    let gated = dispatch_ready(
-        tx,
-        run_id,
-        roots,
-        Some(&plan),
-        Dispatch::Enqueue,
-        traceparent.as_deref(),
-    )
-    .await?;
+    let roots: Vec<String> = dag.roots().map(str::to_string).collect();
+    let gated = dispatch_ready(tx, run_id, roots, Some(&plan)).await?;
     if gated {
         // The run waits for an approval already.
         return runs::run_find(&mut *tx, run_id).await;
@@ -156,50 +148,29 @@ pub async fn run_create(
     Ok(summary)
 }
 
-/// How jobs of newly READY nodes get into the queue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Dispatch {
-    /// A new attempt: its job cannot exist yet.
-    Enqueue,
-    /// The attempt's job may exist already (a cancelled node retried, a repair): revive it.
-    Revive,
-}
-
-/// Sends nodes that just became READY on their way: a job each, or, for nodes that need a
-/// person first, an approval request with the input they will run with. Returns whether any
-/// node now waits for approval.
+/// Sends nodes that just became READY on their way: a READY node is its own job, so workers
+/// only need waking; a node that needs a person first gets an approval request with the input
+/// it will run with instead. Returns whether any node now waits for approval.
 pub(crate) async fn dispatch_ready(
     tx: &mut sqlx::PgConnection,
     run_id: Uuid,
-    ready: Vec<(String, i32)>,
+    ready: Vec<String>,
     plan: Option<&crate::domain::RunPlan>,
-    how: Dispatch,
-    traceparent: Option<&str>,
 ) -> Result<bool> {
-    let mut jobs = Vec::with_capacity(ready.len());
+    let mut runnable = false;
     let mut waiting = false;
-    for (node_id, attempt) in ready {
+    for node_id in ready {
         let gated = plan
             .and_then(|p| p.nodes.get(&node_id))
             .is_some_and(|n| n.approval_timeout_seconds.is_some());
         if gated && request_approval(tx, run_id, &node_id).await? {
             waiting = true;
-            continue;
+        } else {
+            runnable = true;
         }
-        jobs.push(NodeJob {
-            run_id,
-            node_id,
-            attempt,
-            traceparent: traceparent.map(str::to_string),
-        });
     }
-    match how {
-        Dispatch::Enqueue => {
-            queue::enqueue(tx, jobs.into_iter().map(|j| (j, None)).collect()).await?
-        }
-        Dispatch::Revive => {
-            queue::ensure_live(tx, jobs, Duration::ZERO).await?;
-        }
+    if runnable {
+        queue::queue_notify(&mut *tx).await?;
     }
     Ok(waiting)
 }
@@ -277,19 +248,62 @@ impl Claimed {
     }
 }
 
-/// Takes the node for this job's attempt, or returns `None` when the job is stale.
-pub async fn node_claim(
+/// Takes up to `limit` due nodes for `worker` (see [`queue::queue_claim_due`]) and renders
+/// their inputs: two statements for the whole batch.
+pub async fn claim_due(
     pool: &PgPool,
-    job: &NodeJob,
     worker: &str,
     lease: Duration,
-) -> Result<Option<Claimed>> {
-    // No transaction: the claim is one statement, so two round trips in all.
-    let mut conn = pool.acquire().await?;
-    node_claim_in(&mut conn, job, worker, lease).await
+    limit: usize,
+) -> Result<Vec<Claimed>> {
+    let taken = queue::queue_claim_due(pool, worker, limit, lease.as_millis() as i64).await?;
+    if taken.is_empty() {
+        return Ok(Vec::new());
+    }
+    let now = Utc::now();
+    let claimed: Vec<(Uuid, Claimed)> = taken
+        .into_iter()
+        .map(|t| {
+            let inputs = template::render(
+                &t.node.inputs,
+                &Scope {
+                    context: &t.context,
+                    nodes: &t.outputs,
+                },
+            )
+            .map_err(|e| e.to_string());
+            let claimed = Claimed {
+                job: NodeJob {
+                    run_id: t.run_id,
+                    node_id: t.node_id,
+                    attempt: t.attempt,
+                    traceparent: t.traceparent,
+                },
+                project_id: t.project_id,
+                workflow_id: t.workflow_id,
+                workflow_name: t.workflow_name,
+                node: t.node,
+                context: t.context,
+                attempt_base: t.attempt_base,
+                inputs,
+                queue_wait: (now - t.ready_at).to_std().unwrap_or_default(),
+            };
+            (t.attempt_id, claimed)
+        })
+        .collect();
+    let inputs: Vec<(Uuid, &Value)> = claimed
+        .iter()
+        .filter_map(|(id, c)| c.inputs.as_ref().ok().map(|v| (*id, v)))
+        .collect();
+    // The nodes are ours now: a failed audit write must not strand them.
+    if let Err(e) = queue::queue_attempt_inputs(pool, &inputs).await {
+        tracing::warn!(error = %e, "could not record the inputs of claimed attempts");
+    }
+    Ok(claimed.into_iter().map(|(_, c)| c).collect())
 }
 
-/// [`node_claim`] on the caller's connection (or inside its transaction). The input is
+/// Takes the node for `job`'s attempt on the caller's connection (or inside its transaction),
+/// or returns `None` when the job is stale. The input is
 /// rendered before the claim, so the claim and the attempt row are written together; the
 /// claim only succeeds for the run generation the input was rendered in.
 async fn node_claim_in(
@@ -492,18 +506,10 @@ pub(crate) async fn attempt_record_locked(
                 .partition(|id| node.gated_dependents.contains(id));
             let mut plain = plain.into_iter();
             let inline = continue_as.and_then(|c| plain.next().map(|id| (c, id)));
-            let jobs = plain
-                .map(|id| {
-                    let next = NodeJob {
-                        run_id: job.run_id,
-                        node_id: id,
-                        attempt: 1,
-                        traceparent: job.traceparent.clone(),
-                    };
-                    (next, None)
-                })
-                .collect();
-            queue::enqueue(tx, jobs).await?;
+            // The rest are READY, so they are jobs already: wake the workers.
+            if plain.next().is_some() {
+                queue::queue_notify(&mut *tx).await?;
+            }
             if let Some((c, id)) = inline {
                 let job = NodeJob {
                     run_id: job.run_id,
@@ -514,22 +520,13 @@ pub(crate) async fn attempt_record_locked(
                 match node_claim_in(tx, &job, c.worker, c.lease).await? {
                     Some(claimed) => next = Some(Box::new(claimed)),
                     // Released a moment ago under the run lock, so this does not happen;
-                    // if it did, the queue still gets the node.
-                    None => queue::enqueue(tx, vec![(job, None)]).await?,
+                    // if it did, the node is still READY and the queue takes it.
+                    None => queue::queue_notify(&mut *tx).await?,
                 }
             }
             if !gated.is_empty() {
                 let plan = runs::run_plan(&mut *tx, job.run_id).await?;
-                let gated = gated.into_iter().map(|id| (id, 1)).collect();
-                dispatch_ready(
-                    tx,
-                    job.run_id,
-                    gated,
-                    Some(&plan),
-                    Dispatch::Enqueue,
-                    job.traceparent.as_deref(),
-                )
-                .await?;
+                dispatch_ready(tx, job.run_id, gated, Some(&plan)).await?;
             }
             AttemptEffect::Completed { released }
         }
@@ -556,13 +553,11 @@ pub(crate) async fn attempt_record_locked(
                 {
                     return Ok(STALE);
                 }
-                let next = NodeJob {
-                    run_id: job.run_id,
-                    node_id: job.node_id.clone(),
-                    attempt: next_attempt,
-                    traceparent: job.traceparent.clone(),
-                };
-                queue::enqueue(tx, vec![(next, Some(SystemTime::now() + delay))]).await?;
+                // A retry with backoff becomes due later: idle workers poll for it. One due
+                // now wakes them.
+                if delay.is_zero() {
+                    queue::queue_notify(&mut *tx).await?;
+                }
                 AttemptEffect::RetryScheduled {
                     next_attempt,
                     delay,
@@ -684,8 +679,8 @@ pub async fn run_retry(
         .filter(|(_, s, _)| s == "COMPLETED")
         .map(|(id, _, _)| id.as_str())
         .collect();
-    let mut jobs = Vec::new();
-    for (node_id, status, attempts) in &states {
+    let mut ready = Vec::new();
+    for (node_id, status, _) in &states {
         if status == "COMPLETED" {
             continue;
         }
@@ -699,13 +694,11 @@ pub async fn run_retry(
             .count() as i32;
         nodes::node_reset_for_retry(&mut tx, run_id, node_id, pending).await?;
         if pending == 0 {
-            jobs.push((node_id.clone(), attempts + 1));
+            ready.push(node_id.clone());
         }
     }
     runs::run_restart(&mut tx, run_id, context_patch.as_ref()).await?;
-    // A cancelled node may still have a queued job for this very attempt; revive rather than
-    // duplicate it.
-    dispatch_ready(&mut tx, run_id, jobs, Some(&plan), Dispatch::Revive, None).await?;
+    dispatch_ready(&mut tx, run_id, ready, Some(&plan)).await?;
     let run = runs::run_find(&mut *tx, run_id).await?;
     tx.commit().await?;
     tracing::info!(run_id = %run_id, "run retried");
@@ -785,16 +778,11 @@ pub(crate) async fn approval_close(
                 .as_secs_f64(),
         );
     if status == crate::domain::ApprovalStatus::Approved {
-        if let Some(attempt) = nodes::node_approve(&mut *tx, run_id, &approval.node_id).await? {
-            let job = NodeJob {
-                run_id,
-                node_id: approval.node_id.clone(),
-                attempt,
-                traceparent: None,
-            };
-            // The attempt's job may exist already: approved once, then cancelled and retried
-            // before a worker took it. Revive it rather than insert a duplicate.
-            queue::ensure_live(&mut tx, vec![job], Duration::ZERO).await?;
+        if nodes::node_approve(&mut *tx, run_id, &approval.node_id)
+            .await?
+            .is_some()
+        {
+            queue::queue_notify(&mut *tx).await?;
         }
     } else if nodes::node_fail_waiting(&mut *tx, run_id, &approval.node_id, failure).await? {
         let plan = runs::run_plan(&mut *tx, run_id).await?;

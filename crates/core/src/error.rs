@@ -28,8 +28,6 @@ pub enum Error {
     Forbidden(String),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
-    #[error("queue error: {0}")]
-    Queue(#[from] apalis_postgres::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
 }

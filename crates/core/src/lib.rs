@@ -10,22 +10,23 @@
 //! - [`template`]: `{{ context.… }}` / `{{ nodes.<id>.output.… }}` references in node inputs.
 //! - [`store`]: all SQL of our tables (`projects`, `agents`, `workflows`, `workflow_versions`,
 //!   `workflow_runs`, `node_states`, `agent_runs`; see `migrations/`).
-//! - [`queue`]: node jobs in apalis-postgres (schema `apalis`), behind one small interface.
+//! - [`queue`]: the job queue: due READY nodes taken in batches with `FOR UPDATE SKIP LOCKED`,
+//!   workers woken by LISTEN/NOTIFY.
 //! - [`definitions`]: saving workflows, validated in the transaction that writes them.
 //! - [`alerts`]: the AlertManager webhook: alerts stored once, firing ones become events.
 //! - [`engine`]: the run/node state machine; every state change is one transaction.
 //! - [`events`]: event triggers (NATS JetStream consumer, REST, alerts) and lifecycle publishing.
 //! - [`executor`]: runs one agent attempt (SCRIPT process or HTTP call).
-//! - [`maintenance`]: the rescuer, which repairs expired leases, lost jobs and unfinished runs.
+//! - [`maintenance`]: the rescuer, which repairs expired leases, stalled and unfinished runs.
 //! - [`worker`]: queue consumer that claims, executes and records node attempts.
 //! - [`db`], [`config`], [`telemetry`]: connection and migrations, settings, logs and metrics.
 //!
 //! ## How a run moves
-//! Trigger writes the run, a node state per node (roots READY) and the root jobs in one
-//! transaction. A worker claims a job's node (READY → RUNNING, only for the attempt the job
-//! names), runs the agent outside any transaction, then records the result under the run's
+//! Trigger writes the run and a node state per node (roots READY) in one transaction; a READY
+//! node is a job. A worker claims due nodes (READY → RUNNING with an attempt row, in one
+//! statement), runs the agent outside any transaction, then records the result under the run's
 //! row lock: the node becomes COMPLETED and its dependents whose dependencies are all done
-//! become READY with their jobs, or a retry is scheduled, or the node FAILS and its
+//! become READY (the worker keeps one to run next), or a retry is scheduled, or the node FAILS and its
 //! descendants are SKIPPED; the run finishes when no node can make progress.
 
 pub mod alerts;

@@ -17,7 +17,6 @@ pub mod names {
     pub const EVENTS_RECEIVED: &str = "orchestration_events_received_total";
     pub const ALERTS_RECEIVED: &str = "orchestration_alerts_received_total";
     pub const RESCUER_REPAIRS: &str = "orchestration_rescuer_repairs_total";
-    pub const JOBS_PRUNED: &str = "orchestration_queue_jobs_pruned_total";
     pub const EXECUTION_SECONDS: &str = "orchestration_execution_seconds_total";
     pub const COST: &str = "orchestration_cost_total";
     pub const RUNS_IN_PROGRESS: &str = "orchestration_workflow_runs_in_progress";
@@ -181,7 +180,7 @@ async fn sample_database(pool: &sqlx::PgPool) -> crate::error::Result<()> {
     let gauges = crate::store::runs::run_gauges(pool).await?;
     metrics::gauge!(names::RUNS_IN_PROGRESS).set(gauges.runs_in_progress as f64);
     metrics::gauge!(names::APPROVALS_PENDING).set(gauges.approvals_pending as f64);
-    for (state, n) in crate::queue::depth(pool).await? {
+    for (state, n) in crate::store::queue::queue_depth(pool).await? {
         metrics::gauge!(names::QUEUE_DEPTH, "state" => state).set(n as f64);
     }
     Ok(())

@@ -1,12 +1,10 @@
-//! The worker: takes node jobs from the queue, claims the node, runs its agent, and records
-//! the result. Used by the `orchestration-worker` binary and by the API's embedded workers.
+//! The worker: takes due nodes from the queue, runs their agents, and records the results. Used by the `orchestration-worker` binary and by the API's embedded workers.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use apalis::prelude::BoxDynError;
 use futures::future::BoxFuture;
 use serde_json::json;
 use sqlx::PgPool;
@@ -18,13 +16,12 @@ use crate::engine::{self, AttemptEffect, AttemptResult, Claimed};
 use crate::events::nats::{Publisher, lifecycle};
 use crate::executor::{Executor, INTERRUPTED, Invocation, Outcome};
 use crate::maintenance;
-use crate::maintenance::pruner::{self, PrunerConfig};
 use crate::maintenance::rescuer::{self, RescuerConfig};
-use crate::queue::{self, ConsumerConfig, JobHandler, NodeJob};
+use crate::queue::{self, Consumer, ConsumerConfig};
 use crate::store;
 use crate::telemetry::{self, names};
 
-/// A process-unique worker name: the queue tracks liveness per name.
+/// A process-unique worker name: leases are held per name.
 pub fn unique_name(prefix: &str) -> String {
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into());
     let id = uuid::Uuid::new_v4().simple().to_string();
@@ -85,15 +82,9 @@ impl NodeRunner {
         Ok(())
     }
 
-    /// Runs one job to its end, then the dependents it hands straight to this worker. Stale
-    /// jobs return at once; database errors are returned so the queue delivers the job again.
-    pub async fn run_job(&self, job: NodeJob) -> crate::error::Result<()> {
-        let Some(mut claimed) =
-            engine::node_claim(&self.pool, &job, &self.name, self.lease).await?
-        else {
-            tracing::debug!(run_id = %job.run_id, node_id = %job.node_id, attempt = job.attempt, "stale job, nothing to do");
-            return Ok(());
-        };
+    /// Runs one claimed attempt to its end, then the dependents it hands straight to this
+    /// worker.
+    pub async fn run_job(&self, mut claimed: Claimed) -> crate::error::Result<()> {
         loop {
             match self.run_traced(claimed).await? {
                 Some(next) => claimed = *next,
@@ -324,13 +315,25 @@ fn result_error(result: &AttemptResult) -> &str {
     }
 }
 
-impl JobHandler for NodeRunner {
-    fn handle(&self, job: NodeJob) -> BoxFuture<'_, Result<(), BoxDynError>> {
+impl Consumer for NodeRunner {
+    type Job = Claimed;
+
+    fn claim(&self, limit: usize) -> BoxFuture<'_, crate::error::Result<Vec<Claimed>>> {
         Box::pin(async move {
-            self.run_job(job.clone()).await.map_err(|e| {
-                tracing::error!(run_id = %job.run_id, node_id = %job.node_id, attempt = job.attempt, error = %e, "job failed, the queue will deliver it again");
-                Box::new(e) as BoxDynError
-            })
+            if self.draining.is_cancelled() {
+                return Ok(Vec::new());
+            }
+            engine::claim_due(&self.pool, &self.name, self.lease, limit).await
+        })
+    }
+
+    fn run(self: Arc<Self>, claimed: Claimed) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            let job = claimed.job.clone();
+            if let Err(e) = self.run_job(claimed).await {
+                tracing::error!(run_id = %job.run_id, node_id = %job.node_id, attempt = job.attempt, error = %e,
+                    "could not record the attempt; the rescuer takes the node back when its lease runs out");
+            }
         })
     }
 }
@@ -344,7 +347,7 @@ pub async fn run(
     name: String,
     publisher: Publisher,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), BoxDynError> {
+) -> crate::error::Result<()> {
     let lease = Duration::from_millis(args.lease_ttl_ms);
     let runner = Arc::new(NodeRunner::new(
         pool.clone(),
@@ -375,15 +378,6 @@ pub async fn run(
         rescuer_config(args),
         background.clone(),
     ));
-    let pruner_task = tokio::spawn(pruner::run_loop(
-        pool.clone(),
-        PrunerConfig {
-            interval: Duration::from_millis(args.prune_interval_ms),
-            retention: Duration::from_secs(args.job_retention_seconds),
-            batch: 1_000,
-        },
-        background.clone(),
-    ));
 
     let grace = Duration::from_secs(args.shutdown_grace_seconds);
     let expired = runner.shutdown_expired.clone();
@@ -397,20 +391,16 @@ pub async fn run(
         });
     };
     let config = ConsumerConfig {
-        worker_name: name,
         concurrency: args.worker_concurrency as usize,
         poll_interval: Duration::from_millis(args.poll_interval_ms),
-        heartbeat: Duration::from_millis(args.heartbeat_ms),
-        missed_heartbeats: args.missed_heartbeats as usize,
         // Past the grace period, interrupted attempts still need a moment to be recorded.
         shutdown_grace: grace + Duration::from_secs(10),
     };
-    let result = queue::consume(pool, config, runner, shutdown).await;
+    queue::consume(pool, config, runner, shutdown).await;
     background.cancel();
     let _ = renewer.await;
     let _ = rescuer_task.await;
-    let _ = pruner_task.await;
-    result
+    Ok(())
 }
 
 pub fn rescuer_config(args: &WorkerArgs) -> RescuerConfig {

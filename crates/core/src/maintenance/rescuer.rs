@@ -1,7 +1,6 @@
 //! The rescuer finds what should not exist and repairs it:
 //! - a RUNNING node whose lease expired (its worker died): the attempt is closed as FAILED
 //!   ("worker lost") and the node's retry policy decides what comes next;
-//! - a READY node that has waited long and whose job is not live: the job is revived;
 //! - a run whose nodes are all finished but which is not: it is finished;
 //! - a pending approval past its deadline: it expires and its node fails;
 //! - a running run in which nothing can move though nodes are PENDING: their readiness is
@@ -19,14 +18,14 @@ use uuid::Uuid;
 use crate::domain::{ApprovalStatus, NodeStatus};
 use crate::engine::{self, AttemptResult};
 use crate::error::Result;
-use crate::queue::{self, NodeJob};
+use crate::queue::NodeJob;
 use crate::store::{approvals, nodes, runs};
 use crate::telemetry::names;
 
 #[derive(Debug, Clone)]
 pub struct RescuerConfig {
     pub interval: Duration,
-    /// A READY node older than this has its job checked.
+    /// A run in which nothing has moved for this long has its readiness recomputed.
     pub ready_after: Duration,
     /// Most repairs of each kind per pass, so one pass stays short.
     pub batch: i64,
@@ -35,7 +34,6 @@ pub struct RescuerConfig {
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Repairs {
     pub expired_leases: u64,
-    pub lost_jobs: u64,
     pub unfinalized_runs: u64,
     pub stalled_runs: u64,
     pub expired_approvals: u64,
@@ -44,7 +42,6 @@ pub struct Repairs {
 impl Repairs {
     pub fn total(&self) -> u64 {
         self.expired_leases
-            + self.lost_jobs
             + self.unfinalized_runs
             + self.stalled_runs
             + self.expired_approvals
@@ -58,28 +55,6 @@ pub async fn run_once(pool: &PgPool, config: &RescuerConfig) -> Result<Repairs> 
             repairs.expired_leases += 1;
             count("expired_lease");
         }
-    }
-    let waiting =
-        nodes::node_ready_waiting(pool, config.ready_after.as_millis() as i64, config.batch)
-            .await?;
-    if !waiting.is_empty() {
-        let jobs = waiting
-            .into_iter()
-            .map(|(run_id, node_id, attempt)| NodeJob {
-                run_id,
-                node_id,
-                attempt,
-                traceparent: None,
-            })
-            .collect();
-        let mut tx = pool.begin().await?;
-        let revived = queue::ensure_live(&mut tx, jobs, config.ready_after).await?;
-        tx.commit().await?;
-        if revived > 0 {
-            tracing::warn!(revived, "rescuer revived lost jobs of READY nodes");
-            metrics::counter!(names::RESCUER_REPAIRS, "kind" => "lost_job").increment(revived);
-        }
-        repairs.lost_jobs += revived;
     }
     for (id, run_id, expired_at) in approvals::approval_expired(pool, config.batch).await? {
         let reason = format!("approval expired at {expired_at} without a decision");
@@ -221,19 +196,8 @@ async fn unstall_run(pool: &PgPool, run_id: Uuid) -> Result<bool> {
         "skipped: an upstream node did not complete",
     )
     .await?;
-    let dispatch = ready
-        .iter()
-        .map(|(id, attempts)| (id.clone(), attempts + 1))
-        .collect();
-    engine::dispatch_ready(
-        &mut tx,
-        run_id,
-        dispatch,
-        Some(&plan),
-        engine::Dispatch::Revive,
-        None,
-    )
-    .await?;
+    let dispatch = ready.iter().map(|(id, _)| id.clone()).collect();
+    engine::dispatch_ready(&mut tx, run_id, dispatch, Some(&plan)).await?;
     engine::run_finish_if_done(&mut tx, run_id).await?;
     tx.commit().await?;
     let repaired = !ready.is_empty() || !skip.is_empty();

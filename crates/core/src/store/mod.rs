@@ -28,6 +28,7 @@ pub mod cost;
 pub mod events;
 pub mod nodes;
 pub mod projects;
+pub mod queue;
 pub mod runs;
 pub mod tokens;
 pub mod workflows;

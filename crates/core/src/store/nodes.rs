@@ -435,29 +435,6 @@ pub async fn node_expired_lease_lock(
     Ok(row.as_ref().map(expired_from_row))
 }
 
-/// READY nodes of running runs that have waited longer than `older_than_ms`: their job may
-/// have been lost, so the rescuer makes sure one is live. Returns (run, node, next attempt).
-pub async fn node_ready_waiting(
-    db: impl PgExecutor<'_>,
-    older_than_ms: i64,
-    limit: i64,
-) -> Result<Vec<(Uuid, String, i32)>> {
-    let rows = sqlx::query(
-        "SELECT n.run_id, n.node_id, n.attempts + 1 AS attempt FROM node_states n
-         JOIN workflow_runs r ON r.id = n.run_id AND r.status IN ('RUNNING', 'WAITING_APPROVAL')
-         WHERE n.status = 'READY' AND n.ready_at < now() - make_interval(secs => $1 / 1000.0)
-         ORDER BY n.ready_at LIMIT $2",
-    )
-    .bind(older_than_ms as f64)
-    .bind(limit)
-    .fetch_all(db)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| (r.get("run_id"), r.get("node_id"), r.get("attempt")))
-        .collect())
-}
-
 /// Node statuses of a run, locked, for repairs and run control.
 pub async fn node_statuses_lock(
     conn: &mut PgConnection,

@@ -1,0 +1,162 @@
+//! The queue's SQL. There is no job table: a READY node whose `ready_at` has come is a job, so
+//! a job exists exactly when the state change that made its node READY commits, and cannot be
+//! lost, duplicated or outlive its node.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::types::Json;
+use sqlx::{PgExecutor, Row};
+use uuid::Uuid;
+
+use crate::error::Result;
+
+/// The channel a transaction that makes a node READY notifies, so idle workers wake at once.
+pub const READY_CHANNEL: &str = "orchestration_node_ready";
+
+/// A node a worker just took: its attempt is RUNNING under the worker's lease and its attempt
+/// row exists (input not yet recorded), with what running it needs.
+pub struct ClaimedNode {
+    pub run_id: Uuid,
+    pub node_id: String,
+    pub attempt: i32,
+    pub attempt_id: Uuid,
+    pub attempt_base: i32,
+    pub ready_at: DateTime<Utc>,
+    pub project_id: i64,
+    pub traceparent: Option<String>,
+    pub workflow_name: String,
+    pub workflow_id: Uuid,
+    pub context: Value,
+    pub node: crate::domain::PlannedNode,
+    pub outputs: HashMap<String, Value>,
+}
+
+/// Takes up to `limit` due READY nodes, oldest first, in one statement: each becomes RUNNING
+/// for its next attempt under `worker`'s lease and gets its attempt row, and the row comes
+/// back with the run's facts and the outputs its templates read. Rows other workers are
+/// taking are skipped, not waited for.
+///
+/// A READY node only exists in a run that is still going (cancelling a run cancels its READY
+/// nodes under the same lock, a run finishes only when none is open, and only a finished run
+/// can be retried with a new context), so the context read here is the one the attempt runs
+/// with.
+pub async fn queue_claim_due(
+    db: impl PgExecutor<'_>,
+    worker: &str,
+    limit: usize,
+    lease_ms: i64,
+) -> Result<Vec<ClaimedNode>> {
+    let ids: Vec<Uuid> = (0..limit).map(|_| Uuid::now_v7()).collect();
+    let rows = sqlx::query(
+        "WITH picked AS (
+             SELECT run_id, node_id FROM node_states
+             WHERE status = 'READY' AND ready_at <= now()
+             ORDER BY ready_at
+             LIMIT $2
+             FOR UPDATE SKIP LOCKED),
+         claimed AS (
+             UPDATE node_states n
+             SET status = 'RUNNING', attempts = n.attempts + 1, started_at = coalesce(n.started_at, now()),
+                 locked_by = $1, lease_expires_at = now() + make_interval(secs => $3 / 1000.0)
+             FROM picked p
+             WHERE n.run_id = p.run_id AND n.node_id = p.node_id
+             RETURNING n.run_id, n.node_id, n.attempts, n.attempt_base, n.ready_at),
+         planned AS (
+             SELECT c.*, ($4::uuid[])[(row_number() OVER ())::int] AS attempt_id,
+                    r.project_id, r.traceparent, r.workflow_name, r.workflow_id, r.context,
+                    r.definition->'nodes'->c.node_id AS node
+             FROM claimed c JOIN workflow_runs r ON r.id = c.run_id),
+         attempt AS (
+             INSERT INTO agent_runs (id, run_id, node_id, agent_id, action, attempt, status, worker, started_at)
+             SELECT attempt_id, run_id, node_id, (node->'agent'->>'id')::uuid, node->>'action', attempts,
+                    'RUNNING', $1, clock_timestamp()
+             FROM planned)
+         SELECT p.*,
+                (SELECT jsonb_object_agg(o.node_id, o.output) FROM node_states o
+                 WHERE o.run_id = p.run_id AND o.status = 'COMPLETED'
+                   AND o.node_id IN (SELECT jsonb_array_elements_text(p.node->'reads'))
+                ) AS outputs
+         FROM planned p",
+    )
+    .bind(worker)
+    .bind(limit as i64)
+    .bind(lease_ms as f64)
+    .bind(&ids)
+    .fetch_all(db)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let outputs: Option<Json<HashMap<String, Value>>> = r.try_get("outputs")?;
+            Ok(ClaimedNode {
+                run_id: r.try_get("run_id")?,
+                node_id: r.try_get("node_id")?,
+                attempt: r.try_get("attempts")?,
+                attempt_id: r.try_get("attempt_id")?,
+                attempt_base: r.try_get("attempt_base")?,
+                ready_at: r
+                    .try_get::<Option<DateTime<Utc>>, _>("ready_at")?
+                    .unwrap_or_else(Utc::now),
+                project_id: r.try_get("project_id")?,
+                traceparent: r.try_get("traceparent")?,
+                workflow_name: r.try_get("workflow_name")?,
+                workflow_id: r.try_get("workflow_id")?,
+                context: r.try_get::<Json<Value>, _>("context")?.0,
+                node: r.try_get::<Json<crate::domain::PlannedNode>, _>("node")?.0,
+                outputs: outputs.map(|j| j.0).unwrap_or_default(),
+            })
+        })
+        .collect()
+}
+
+/// Records the rendered inputs of attempts claimed by [`queue_claim_due`], one statement for
+/// the batch. An attempt closed meanwhile (a cancel) keeps no input.
+pub async fn queue_attempt_inputs(
+    db: impl PgExecutor<'_>,
+    inputs: &[(Uuid, &Value)],
+) -> Result<()> {
+    if inputs.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = inputs.iter().map(|(id, _)| *id).collect();
+    let values: Vec<Json<&Value>> = inputs.iter().map(|(_, v)| Json(*v)).collect();
+    sqlx::query(
+        "UPDATE agent_runs a SET input = u.input
+         FROM unnest($1::uuid[], $2::jsonb[]) AS u(id, input)
+         WHERE a.id = u.id AND a.status = 'RUNNING'",
+    )
+    .bind(&ids)
+    .bind(&values)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Wakes idle workers when the caller's transaction commits (PostgreSQL delivers a
+/// notification only then, and once per transaction however often it is sent).
+pub async fn queue_notify(db: impl PgExecutor<'_>) -> Result<()> {
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(READY_CHANNEL)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Jobs by state: `pending` (due, waiting for a worker), `scheduled` (a retry waiting out its
+/// backoff), `running` (held by a worker).
+pub async fn queue_depth(db: impl PgExecutor<'_>) -> Result<Vec<(&'static str, i64)>> {
+    let row: (i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE status = 'READY' AND ready_at <= now()),
+                count(*) FILTER (WHERE status = 'READY' AND ready_at > now()),
+                count(*) FILTER (WHERE status = 'RUNNING')
+         FROM node_states WHERE status IN ('READY', 'RUNNING')",
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(vec![
+        ("pending", row.0),
+        ("scheduled", row.1),
+        ("running", row.2),
+    ])
+}
