@@ -139,9 +139,17 @@ pub async fn run_create(
         },
     )
     .await?;
-    let roots: Vec<String> = dag.roots().map(str::to_string).collect();
-    let gated = dispatch_ready(tx, run_id, roots, Some(&plan)).await?;
-    if gated {
+    // The insert made the other roots READY and woke the workers.
+    let gated: Vec<String> = dag
+        .roots()
+        .filter(|id| {
+            plan.nodes
+                .get(*id)
+                .is_some_and(|n| n.approval_timeout_seconds.is_some())
+        })
+        .map(str::to_string)
+        .collect();
+    if !gated.is_empty() && dispatch_ready(tx, run_id, gated, Some(&plan)).await? {
         // The run waits for an approval already.
         return runs::run_find(&mut *tx, run_id).await;
     }
@@ -431,8 +439,7 @@ pub async fn attempt_record(
     result: &AttemptResult,
     continue_as: Option<Continue<'_>>,
 ) -> Result<Recorded> {
-    let mut tx = pool.begin().await?;
-    runs::run_lock(&mut tx, claimed.job.run_id).await?;
+    let mut tx = runs::run_begin_locked(pool, claimed.job.run_id).await?;
     let recorded = attempt_record_locked(
         &mut tx,
         &claimed.job,

@@ -121,10 +121,11 @@ pub async fn queue_attempt_inputs(
     }
     let ids: Vec<Uuid> = inputs.iter().map(|(id, _)| *id).collect();
     let values: Vec<Json<&Value>> = inputs.iter().map(|(_, v)| Json(*v)).collect();
+    // `id = ANY` so the rows are found through the primary key whatever the batch size (a
+    // join with unnest() was planned as a scan of the whole table).
     sqlx::query(
-        "UPDATE agent_runs a SET input = u.input
-         FROM unnest($1::uuid[], $2::jsonb[]) AS u(id, input)
-         WHERE a.id = u.id AND a.status = 'RUNNING'",
+        "UPDATE agent_runs a SET input = ($2::jsonb[])[array_position($1::uuid[], a.id)]
+         WHERE a.id = ANY($1) AND a.status = 'RUNNING'",
     )
     .bind(&ids)
     .bind(&values)

@@ -57,7 +57,8 @@ pub async fn run_insert(conn: &mut PgConnection, run: &NewRun<'_>) -> Result<Run
         pending.push(node.depends_on.len() as i32);
     }
     // One statement for the run and its nodes: a trigger is on the hot path of short runs.
-    // Foreign keys are checked at the end of the statement, when the run row exists.
+    // Foreign keys are checked at the end of the statement, when the run row exists. Its READY
+    // roots are jobs, so the same statement wakes the workers (at commit).
     let sql = format!(
         "WITH run AS (
              INSERT INTO workflow_runs (id, project_id, workflow_id, workflow_version, workflow_name, definition, trigger, status, context, started_at, idempotency_key, triggered_by, traceparent)
@@ -67,7 +68,8 @@ pub async fn run_insert(conn: &mut PgConnection, run: &NewRun<'_>) -> Result<Run
              SELECT run.id, t.id, CASE WHEN deps = 0 THEN 'READY' ELSE 'PENDING' END, deps,
                     CASE WHEN deps = 0 THEN now() END
              FROM run, unnest($12::text[], $13::int[]) AS t(id, deps))
-         SELECT * FROM run"
+         SELECT *, (SELECT pg_notify('{channel}', '')) AS notified FROM run",
+        channel = super::queue::READY_CHANNEL
     );
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(run.id)
@@ -194,6 +196,18 @@ pub async fn run_list(
 /// a run takes this lock first, so two nodes finishing at once cannot both miss that the run
 /// is done. NO KEY UPDATE, because the run's key never changes: the foreign-key checks of a
 /// sibling node's claim (its attempt row) need not wait for this lock.
+/// Begins a transaction that holds the run's row lock, in one round trip instead of two: the
+/// run's hot path (recording an attempt) takes this lock once per node.
+pub async fn run_begin_locked(
+    pool: &sqlx::PgPool,
+    run_id: Uuid,
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+    // A UUID's text form is hex digits and dashes, so it is safe to inline; the simple-query
+    // protocol that carries both statements takes no parameters.
+    let sql = format!("BEGIN; SELECT 1 FROM workflow_runs WHERE id = '{run_id}' FOR NO KEY UPDATE");
+    Ok(pool.begin_with(sqlx::AssertSqlSafe(sql)).await?)
+}
+
 pub async fn run_lock(conn: &mut PgConnection, run_id: Uuid) -> Result<Option<RunStatus>> {
     let status: Option<String> =
         sqlx::query_scalar("SELECT status FROM workflow_runs WHERE id = $1 FOR NO KEY UPDATE")
