@@ -666,4 +666,3 @@ async fn the_rescuer_repairs_stalled_and_unfinished_runs_and_counts_it() {
         );
     }
 }
-

@@ -67,11 +67,22 @@ impl NodeRunner {
     /// Renews the leases of this worker's running nodes and stops the attempts whose node was
     /// taken away (run cancelled, or rescued after this worker lost touch with the database).
     pub async fn renew_leases(&self) -> crate::error::Result<()> {
-        let held: HashSet<AttemptKey> =
-            store::nodes::node_lease_renew(&self.pool, &self.name, self.lease.as_millis() as i64)
-                .await?
-                .into_iter()
-                .collect();
+        let running: Vec<AttemptKey> = self
+            .inflight
+            .lock()
+            .expect("inflight lock")
+            .keys()
+            .cloned()
+            .collect();
+        let held: HashSet<AttemptKey> = store::nodes::node_lease_renew(
+            &self.pool,
+            &self.name,
+            self.lease.as_millis() as i64,
+            &running,
+        )
+        .await?
+        .into_iter()
+        .collect();
         let inflight = self.inflight.lock().expect("inflight lock");
         for (key, token) in inflight.iter() {
             if !held.contains(key) && !token.is_cancelled() {
@@ -132,7 +143,6 @@ impl NodeRunner {
         let started = Instant::now();
         let mut result = self.execute(&claimed, cancel).await;
         let elapsed = started.elapsed();
-        self.inflight.lock().expect("inflight lock").remove(&key);
         if let AttemptResult::Failed { error, .. } = &mut result
             && self.shutdown_expired.is_cancelled()
             && error == INTERRUPTED
@@ -160,7 +170,10 @@ impl NodeRunner {
                 .increment(elapsed.as_secs_f64() / 60.0 * rate);
         }
 
-        let mut recorded = self.record_with_retry(&claimed, &result).await?;
+        // Held (and its lease renewed) until the result is recorded, however long that takes.
+        let recorded = self.record_with_retry(&claimed, &result).await;
+        self.inflight.lock().expect("inflight lock").remove(&key);
+        let mut recorded = recorded?;
         tracing::Span::current().record(
             "outcome",
             match &recorded.effect {

@@ -41,10 +41,7 @@ pub struct Repairs {
 
 impl Repairs {
     pub fn total(&self) -> u64 {
-        self.expired_leases
-            + self.unfinalized_runs
-            + self.stalled_runs
-            + self.expired_approvals
+        self.expired_leases + self.unfinalized_runs + self.stalled_runs + self.expired_approvals
     }
 }
 

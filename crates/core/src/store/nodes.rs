@@ -361,20 +361,34 @@ pub async fn node_progress(conn: &mut PgConnection, run_id: Uuid) -> Result<RunP
     })
 }
 
-/// Extends the lease of every node this worker holds; returns the attempts it still holds.
-/// An attempt missing from the answer was taken away (cancelled or rescued) and must stop.
+/// Extends the leases of `attempts` (run, node, attempt) where this worker still holds them;
+/// returns the ones it holds. An attempt missing from the answer was taken away (cancelled or
+/// rescued) and must stop. A node the worker holds but no longer runs (its result could not be
+/// recorded) is not renewed, so the rescuer takes it back when its lease runs out.
 pub async fn node_lease_renew(
     db: impl PgExecutor<'_>,
     worker: &str,
     lease_ms: i64,
+    attempts: &[(Uuid, String, i32)],
 ) -> Result<Vec<(Uuid, String, i32)>> {
+    if attempts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let runs: Vec<Uuid> = attempts.iter().map(|a| a.0).collect();
+    let nodes: Vec<&str> = attempts.iter().map(|a| a.1.as_str()).collect();
+    let numbers: Vec<i32> = attempts.iter().map(|a| a.2).collect();
     let rows = sqlx::query(
-        "UPDATE node_states SET lease_expires_at = now() + make_interval(secs => $2 / 1000.0)
-         WHERE status = 'RUNNING' AND locked_by = $1
-         RETURNING run_id, node_id, attempts",
+        "UPDATE node_states n SET lease_expires_at = now() + make_interval(secs => $2 / 1000.0)
+         FROM unnest($3::uuid[], $4::text[], $5::int[]) AS a(run_id, node_id, attempt)
+         WHERE n.run_id = a.run_id AND n.node_id = a.node_id AND n.attempts = a.attempt
+           AND n.status = 'RUNNING' AND n.locked_by = $1
+         RETURNING n.run_id, n.node_id, n.attempts",
     )
     .bind(worker)
     .bind(lease_ms as f64)
+    .bind(&runs)
+    .bind(&nodes)
+    .bind(&numbers)
     .fetch_all(db)
     .await?;
     Ok(rows
