@@ -574,7 +574,7 @@ def system_health():
     d.add(timeseries("Rescuer repairs by kind",
                      [target("sum by (kind) (increase(orchestration_rescuer_repairs_total[$__rate_interval]))", "{{kind}}")],
                      bars=True, decimals=0,
-                     description="State repaired after crashed or lost workers: expired leases, lost jobs, unfinalized or stalled runs, expired approvals."), 12, 8)
+                     description="State repaired after crashed or lost workers: expired leases, unfinalized or stalled runs, expired approvals."), 12, 8)
     d.add(table("Build info",
                 [target("max by (job, instance, version) (orchestration_build_info)", "", instant=True, fmt="table")],
                 hide=("Time", "Value"), footer=False), 12, 8)
