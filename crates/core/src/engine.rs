@@ -439,7 +439,8 @@ pub async fn attempt_record(
     result: &AttemptResult,
     continue_as: Option<Continue<'_>>,
 ) -> Result<Recorded> {
-    let mut tx = runs::run_begin_locked(pool, claimed.job.run_id).await?;
+    let mut tx = pool.begin().await?;
+    runs::run_lock(&mut tx, claimed.job.run_id).await?;
     let recorded = attempt_record_locked(
         &mut tx,
         &claimed.job,

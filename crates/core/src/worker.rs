@@ -17,7 +17,7 @@ use crate::events::nats::{Publisher, lifecycle};
 use crate::executor::{Executor, INTERRUPTED, Invocation, Outcome};
 use crate::maintenance;
 use crate::maintenance::rescuer::{self, RescuerConfig};
-use crate::queue::{self, Consumer, ConsumerConfig};
+use crate::queue::{self, Consumer, ConsumerConfig, NodeJob};
 use crate::store;
 use crate::telemetry::{self, names};
 
@@ -83,14 +83,28 @@ impl NodeRunner {
         .await?
         .into_iter()
         .collect();
+        // Only the attempts asked about: one that began during the round trip was not.
         let inflight = self.inflight.lock().expect("inflight lock");
-        for (key, token) in inflight.iter() {
-            if !held.contains(key) && !token.is_cancelled() {
+        for key in running.iter().filter(|k| !held.contains(*k)) {
+            if let Some(token) = inflight.get(key)
+                && !token.is_cancelled()
+            {
                 tracing::warn!(run_id = %key.0, node_id = %key.1, attempt = key.2, "node taken away from this worker; stopping its agent");
                 token.cancel();
             }
         }
         Ok(())
+    }
+
+    /// Counts an attempt this worker now holds as running, from the moment it is claimed, so
+    /// its lease is renewed from then on; returns the token that stops it.
+    fn hold(&self, job: &NodeJob) -> CancellationToken {
+        self.inflight
+            .lock()
+            .expect("inflight lock")
+            .entry((job.run_id, job.node_id.clone(), job.attempt))
+            .or_insert_with(|| self.shutdown_expired.child_token())
+            .clone()
     }
 
     /// Runs one claimed attempt to its end, then the dependents it hands straight to this
@@ -135,11 +149,7 @@ impl NodeRunner {
         let job = claimed.job.clone();
         metrics::histogram!(names::QUEUE_WAIT).record(claimed.queue_wait.as_secs_f64());
         let key: AttemptKey = (job.run_id, job.node_id.clone(), job.attempt);
-        let cancel = self.shutdown_expired.child_token();
-        self.inflight
-            .lock()
-            .expect("inflight lock")
-            .insert(key.clone(), cancel.clone());
+        let cancel = self.hold(&job);
         let started = Instant::now();
         let mut result = self.execute(&claimed, cancel).await;
         let elapsed = started.elapsed();
@@ -172,6 +182,12 @@ impl NodeRunner {
 
         // Held (and its lease renewed) until the result is recorded, however long that takes.
         let recorded = self.record_with_retry(&claimed, &result).await;
+        if let Ok(engine::Recorded {
+            next: Some(next), ..
+        }) = &recorded
+        {
+            self.hold(&next.job);
+        }
         self.inflight.lock().expect("inflight lock").remove(&key);
         let mut recorded = recorded?;
         tracing::Span::current().record(
@@ -336,7 +352,11 @@ impl Consumer for NodeRunner {
             if self.draining.is_cancelled() {
                 return Ok(Vec::new());
             }
-            engine::claim_due(&self.pool, &self.name, self.lease, limit).await
+            let claimed = engine::claim_due(&self.pool, &self.name, self.lease, limit).await?;
+            for c in &claimed {
+                self.hold(&c.job);
+            }
+            Ok(claimed)
         })
     }
 

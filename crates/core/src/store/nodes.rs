@@ -484,21 +484,23 @@ pub async fn node_cancel_open(conn: &mut PgConnection, run_id: Uuid, reason: &st
         .bind(reason)
         .execute(&mut *conn)
         .await?;
-    sqlx::query(
-        "UPDATE agent_runs SET status = 'FAILED', error = $2, finished_at = now(),
-                duration_ms = (extract(epoch FROM now() - started_at) * 1000)::bigint
-         WHERE run_id = $1 AND status = 'RUNNING'",
-    )
-    .bind(run_id)
-    .bind(reason)
-    .execute(&mut *conn)
-    .await?;
     let done = sqlx::query(
     concat!(
         "UPDATE node_states SET status = 'CANCELLED', error = $2, finished_at = now(), locked_by = NULL, lease_expires_at = NULL
          WHERE run_id = $1 AND status IN ",
         open_node_statuses!()
     ))
+    .bind(run_id)
+    .bind(reason)
+    .execute(&mut *conn)
+    .await?;
+    // After the nodes: their update waits for a claim in flight to commit, so this statement
+    // sees the attempt row that claim wrote and closes it too.
+    sqlx::query(
+        "UPDATE agent_runs SET status = 'FAILED', error = $2, finished_at = now(),
+                duration_ms = (extract(epoch FROM now() - started_at) * 1000)::bigint
+         WHERE run_id = $1 AND status = 'RUNNING'",
+    )
     .bind(run_id)
     .bind(reason)
     .execute(&mut *conn)

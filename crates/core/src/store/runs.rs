@@ -196,18 +196,6 @@ pub async fn run_list(
 /// a run takes this lock first, so two nodes finishing at once cannot both miss that the run
 /// is done. NO KEY UPDATE, because the run's key never changes: the foreign-key checks of a
 /// sibling node's claim (its attempt row) need not wait for this lock.
-/// Begins a transaction that holds the run's row lock, in one round trip instead of two: the
-/// run's hot path (recording an attempt) takes this lock once per node.
-pub async fn run_begin_locked(
-    pool: &sqlx::PgPool,
-    run_id: Uuid,
-) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
-    // A UUID's text form is hex digits and dashes, so it is safe to inline; the simple-query
-    // protocol that carries both statements takes no parameters.
-    let sql = format!("BEGIN; SELECT 1 FROM workflow_runs WHERE id = '{run_id}' FOR NO KEY UPDATE");
-    Ok(pool.begin_with(sqlx::AssertSqlSafe(sql)).await?)
-}
-
 pub async fn run_lock(conn: &mut PgConnection, run_id: Uuid) -> Result<Option<RunStatus>> {
     let status: Option<String> =
         sqlx::query_scalar("SELECT status FROM workflow_runs WHERE id = $1 FOR NO KEY UPDATE")
