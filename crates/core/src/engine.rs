@@ -546,7 +546,6 @@ pub(crate) async fn attempt_record_locked(
             if *retryable && attempt_in_generation < max_attempts {
                 let next_attempt = job.attempt + 1;
                 let delay = node.retry.backoff((attempt_in_generation + 1) as u32);
-                let ready_at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
                 let message =
                     format!("attempt {attempt_in_generation} of {max_attempts} failed: {error}");
                 if !nodes::node_retry_if_running(
@@ -554,7 +553,7 @@ pub(crate) async fn attempt_record_locked(
                     job.run_id,
                     &job.node_id,
                     job.attempt,
-                    ready_at,
+                    delay,
                     &message,
                 )
                 .await?

@@ -55,8 +55,10 @@ pub struct ConsumerConfig {
 }
 
 /// Takes and runs jobs, at most `concurrency` at once, until `shutdown` resolves; then waits
-/// up to the grace period for the running ones. Every free slot is filled by one claim
-/// statement, so a worker that frees several slots at once takes a batch.
+/// up to the grace period for the running ones. The free slots are filled by one claim
+/// statement, so a worker that frees several slots at once takes a batch. After a claim that
+/// found fewer jobs than it asked for, the queue was empty: the next claim waits for a
+/// notification (or the poll interval) instead of asking again as soon as a slot frees.
 pub async fn consume<C: Consumer>(
     pool: PgPool,
     config: ConsumerConfig,
@@ -75,8 +77,15 @@ pub async fn consume<C: Consumer>(
     // Listen before the first claim, so a node made READY in between still wakes us.
     let mut wakeups = Wakeups::connect(pool).await;
     let mut running = JoinSet::new();
+    let mut drained = false;
     loop {
         while running.try_join_next().is_some() {}
+        if drained {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = wakeups.wait(config.poll_interval) => {}
+            }
+        }
         let first = tokio::select! {
             biased;
             _ = stop.cancelled() => break,
@@ -86,7 +95,8 @@ pub async fn consume<C: Consumer>(
         while let Ok(p) = slots.clone().try_acquire_owned() {
             permits.push(p);
         }
-        let jobs = match consumer.claim(permits.len()).await {
+        let asked = permits.len();
+        let jobs = match consumer.claim(asked).await {
             Ok(jobs) => jobs,
             Err(e) => {
                 tracing::warn!(error = %e, "taking jobs failed; trying again");
@@ -97,7 +107,7 @@ pub async fn consume<C: Consumer>(
                 }
             }
         };
-        let idle = jobs.is_empty();
+        drained = jobs.len() < asked;
         for (job, permit) in jobs.into_iter().zip(permits.drain(..)) {
             let consumer = consumer.clone();
             running.spawn(async move {
@@ -106,18 +116,12 @@ pub async fn consume<C: Consumer>(
             });
         }
         drop(permits);
-        if idle {
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                _ = wakeups.wait(config.poll_interval) => {}
-            }
-        }
     }
-    let drained = tokio::time::timeout(config.shutdown_grace, async {
+    let finished = tokio::time::timeout(config.shutdown_grace, async {
         while running.join_next().await.is_some() {}
     })
     .await;
-    if drained.is_err() {
+    if finished.is_err() {
         tracing::warn!(
             left = running.len(),
             "attempts still running after the shutdown grace period; their leases will expire"

@@ -261,23 +261,25 @@ pub async fn node_complete_attempt(
     }))
 }
 
-/// RUNNING → READY for a later attempt, keeping the last error visible meanwhile.
+/// RUNNING → READY for a later attempt, due `delay` from now by the database's clock (the one
+/// the queue compares with), keeping the last error visible meanwhile.
 pub async fn node_retry_if_running(
     db: impl PgExecutor<'_>,
     run_id: Uuid,
     node_id: &str,
     attempt: i32,
-    ready_at: DateTime<Utc>,
+    delay: std::time::Duration,
     error: &str,
 ) -> Result<bool> {
     let done = sqlx::query(
-        "UPDATE node_states SET status = 'READY', ready_at = $4, error = $5, locked_by = NULL, lease_expires_at = NULL
+        "UPDATE node_states SET status = 'READY', ready_at = now() + make_interval(secs => $4),
+                error = $5, locked_by = NULL, lease_expires_at = NULL
          WHERE run_id = $1 AND node_id = $2 AND status = 'RUNNING' AND attempts = $3",
     )
     .bind(run_id)
     .bind(node_id)
     .bind(attempt)
-    .bind(ready_at)
+    .bind(delay.as_secs_f64())
     .bind(error)
     .execute(db)
     .await?;
