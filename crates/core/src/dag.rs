@@ -237,7 +237,7 @@ impl Dag {
         }
         let gated: Vec<String> = nodes
             .values()
-            .filter(|n| n.approval_timeout_seconds.is_some())
+            .filter(|n| n.needs_approval())
             .map(|n| n.id.clone())
             .collect();
         for id in gated {

@@ -450,6 +450,13 @@ pub struct PlannedNode {
     pub gated_dependents: Vec<String>,
 }
 
+impl PlannedNode {
+    /// Whether a person must approve the node before it runs.
+    pub fn needs_approval(&self) -> bool {
+        self.approval_timeout_seconds.is_some()
+    }
+}
+
 /// The frozen definition a run executes (`workflow_runs.definition`). Nodes are keyed by id
 /// so that a worker can fetch just its own node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -142,11 +142,7 @@ pub async fn run_create(
     // The insert made the other roots READY and woke the workers.
     let gated: Vec<String> = dag
         .roots()
-        .filter(|id| {
-            plan.nodes
-                .get(*id)
-                .is_some_and(|n| n.approval_timeout_seconds.is_some())
-        })
+        .filter(|id| plan.nodes.get(*id).is_some_and(PlannedNode::needs_approval))
         .map(str::to_string)
         .collect();
     if !gated.is_empty() && dispatch_ready(tx, run_id, gated, Some(&plan)).await? {
@@ -170,7 +166,7 @@ pub(crate) async fn dispatch_ready(
     for node_id in ready {
         let gated = plan
             .and_then(|p| p.nodes.get(&node_id))
-            .is_some_and(|n| n.approval_timeout_seconds.is_some());
+            .is_some_and(PlannedNode::needs_approval);
         if gated && request_approval(tx, run_id, &node_id).await? {
             waiting = true;
         } else {
@@ -193,14 +189,10 @@ async fn request_approval(
     let Some(run) = nodes::node_to_run(&mut *tx, run_id, node_id).await? else {
         return Ok(false);
     };
-    let node = run.node;
-    let scope = Scope {
-        context: &run.context,
-        nodes: &run.outputs,
-    };
-    let Ok(input) = template::render(&node.inputs, &scope) else {
+    let Ok(input) = render_input(&run) else {
         return Ok(false);
     };
+    let node = run.node;
     approvals::approval_insert(
         &mut *tx,
         &approvals::NewApproval {
@@ -240,6 +232,31 @@ pub struct Claimed {
 }
 
 impl Claimed {
+    /// `job`'s attempt, running `run`'s node with `inputs`; the job's `traceparent` is filled
+    /// from the run when it carries none.
+    fn new(
+        job: NodeJob,
+        run: nodes::NodeToRun,
+        attempt_base: i32,
+        inputs: std::result::Result<Value, String>,
+        ready_at: chrono::DateTime<Utc>,
+    ) -> Claimed {
+        Claimed {
+            job: NodeJob {
+                traceparent: job.traceparent.or(run.traceparent),
+                ..job
+            },
+            project_id: run.project_id,
+            workflow_id: run.workflow_id,
+            workflow_name: run.workflow_name,
+            node: run.node,
+            context: run.context,
+            attempt_base,
+            inputs,
+            queue_wait: (Utc::now() - ready_at).to_std().unwrap_or_default(),
+        }
+    }
+
     /// The document a SCRIPT agent reads on stdin and an HTTP agent receives as its body.
     pub fn document(&self, inputs: &Value) -> Value {
         json!({
@@ -268,34 +285,17 @@ pub async fn claim_due(
     if taken.is_empty() {
         return Ok(Vec::new());
     }
-    let now = Utc::now();
     let claimed: Vec<(Uuid, Claimed)> = taken
         .into_iter()
         .map(|t| {
-            let inputs = template::render(
-                &t.node.inputs,
-                &Scope {
-                    context: &t.context,
-                    nodes: &t.outputs,
-                },
-            )
-            .map_err(|e| e.to_string());
-            let claimed = Claimed {
-                job: NodeJob {
-                    run_id: t.run_id,
-                    node_id: t.node_id,
-                    attempt: t.attempt,
-                    traceparent: t.traceparent,
-                },
-                project_id: t.project_id,
-                workflow_id: t.workflow_id,
-                workflow_name: t.workflow_name,
-                node: t.node,
-                context: t.context,
-                attempt_base: t.attempt_base,
-                inputs,
-                queue_wait: (now - t.ready_at).to_std().unwrap_or_default(),
+            let job = NodeJob {
+                run_id: t.run_id,
+                node_id: t.node_id,
+                attempt: t.attempt,
+                traceparent: None,
             };
+            let inputs = render_input(&t.run);
+            let claimed = Claimed::new(job, t.run, t.attempt_base, inputs, t.ready_at);
             (t.attempt_id, claimed)
         })
         .collect();
@@ -328,22 +328,14 @@ async fn node_claim_in(
             tracing::warn!(run_id = %job.run_id, node_id = %job.node_id, "job names a run or node that does not exist");
             return Ok(None);
         };
-        let node = run.node;
-        let inputs = template::render(
-            &node.inputs,
-            &Scope {
-                context: &run.context,
-                nodes: &run.outputs,
-            },
-        )
-        .map_err(|e| e.to_string());
+        let inputs = render_input(&run);
         let claim = nodes::node_claim(
             &mut *conn,
             &nodes::NewAgentRun {
                 run_id: job.run_id,
                 node_id: &job.node_id,
-                agent_id: node.agent.id,
-                action: &node.action,
+                agent_id: run.node.agent.id,
+                action: &run.node.action,
                 attempt: job.attempt,
                 input: inputs.as_ref().ok(),
                 worker,
@@ -360,23 +352,28 @@ async fn node_claim_in(
             nodes::Claim::NewGeneration => continue,
             nodes::Claim::Stale => return Ok(None),
         };
-        let queue_wait = (Utc::now() - ready_at).to_std().unwrap_or_default();
-        return Ok(Some(Claimed {
-            job: NodeJob {
-                traceparent: job.traceparent.clone().or(run.traceparent),
-                ..job.clone()
-            },
-            project_id: run.project_id,
-            workflow_id: run.workflow_id,
-            workflow_name: run.workflow_name,
-            node,
-            context: run.context,
+        return Ok(Some(Claimed::new(
+            job.clone(),
+            run,
             attempt_base,
             inputs,
-            queue_wait,
-        }));
+            ready_at,
+        )));
     }
     Ok(None)
+}
+
+/// The node's input, rendered from the run's context and the outputs its templates read, or
+/// why it cannot be.
+fn render_input(run: &nodes::NodeToRun) -> std::result::Result<Value, String> {
+    template::render(
+        &run.node.inputs,
+        &Scope {
+            context: &run.context,
+            nodes: &run.outputs,
+        },
+    )
+    .map_err(|e| e.to_string())
 }
 
 /// How an attempt ended, as the engine sees it.

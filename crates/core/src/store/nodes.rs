@@ -41,9 +41,15 @@ pub async fn node_to_run(
     .bind(node_id)
     .fetch_optional(db)
     .await?;
-    let Some(r) = row else { return Ok(None) };
+    row.as_ref().map(node_to_run_from_row).transpose()
+}
+
+/// Decodes the columns `generation`, `project_id`, `traceparent`, `workflow_name`,
+/// `workflow_id`, `context`, `node` and `outputs`, as [`node_to_run`] and the queue's claim
+/// select them.
+pub(crate) fn node_to_run_from_row(r: &sqlx::postgres::PgRow) -> Result<NodeToRun> {
     let outputs: Option<Json<HashMap<String, Value>>> = r.try_get("outputs")?;
-    Ok(Some(NodeToRun {
+    Ok(NodeToRun {
         generation: r.try_get("generation")?,
         project_id: r.try_get("project_id")?,
         traceparent: r.try_get("traceparent")?,
@@ -52,7 +58,7 @@ pub async fn node_to_run(
         context: r.try_get::<Json<Value>, _>("context")?.0,
         node: r.try_get::<Json<crate::domain::PlannedNode>, _>("node")?.0,
         outputs: outputs.map(|j| j.0).unwrap_or_default(),
-    }))
+    })
 }
 
 pub struct NewAgentRun<'a> {

@@ -2,14 +2,13 @@
 //! a job exists exactly when the state change that made its node READY commits, and cannot be
 //! lost, duplicated or outlive its node.
 
-use std::collections::HashMap;
-
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::types::Json;
 use sqlx::{PgExecutor, Row};
 use uuid::Uuid;
 
+use super::nodes::{NodeToRun, node_to_run_from_row};
 use crate::error::Result;
 
 /// The channel a transaction that makes a node READY notifies, so idle workers wake at once.
@@ -24,13 +23,7 @@ pub struct ClaimedNode {
     pub attempt_id: Uuid,
     pub attempt_base: i32,
     pub ready_at: DateTime<Utc>,
-    pub project_id: i64,
-    pub traceparent: Option<String>,
-    pub workflow_name: String,
-    pub workflow_id: Uuid,
-    pub context: Value,
-    pub node: crate::domain::PlannedNode,
-    pub outputs: HashMap<String, Value>,
+    pub run: NodeToRun,
 }
 
 /// Takes up to `limit` due READY nodes, oldest first, in one statement: each becomes RUNNING
@@ -65,7 +58,7 @@ pub async fn queue_claim_due(
              RETURNING n.run_id, n.node_id, n.attempts, n.attempt_base, n.ready_at),
          planned AS (
              SELECT c.*, ($4::uuid[])[(row_number() OVER ())::int] AS attempt_id,
-                    r.project_id, r.traceparent, r.workflow_name, r.workflow_id, r.context,
+                    r.generation, r.project_id, r.traceparent, r.workflow_name, r.workflow_id, r.context,
                     r.definition->'nodes'->c.node_id AS node
              FROM claimed c JOIN workflow_runs r ON r.id = c.run_id),
          attempt AS (
@@ -88,7 +81,6 @@ pub async fn queue_claim_due(
     .await?;
     rows.iter()
         .map(|r| {
-            let outputs: Option<Json<HashMap<String, Value>>> = r.try_get("outputs")?;
             Ok(ClaimedNode {
                 run_id: r.try_get("run_id")?,
                 node_id: r.try_get("node_id")?,
@@ -98,13 +90,7 @@ pub async fn queue_claim_due(
                 ready_at: r
                     .try_get::<Option<DateTime<Utc>>, _>("ready_at")?
                     .unwrap_or_else(Utc::now),
-                project_id: r.try_get("project_id")?,
-                traceparent: r.try_get("traceparent")?,
-                workflow_name: r.try_get("workflow_name")?,
-                workflow_id: r.try_get("workflow_id")?,
-                context: r.try_get::<Json<Value>, _>("context")?.0,
-                node: r.try_get::<Json<crate::domain::PlannedNode>, _>("node")?.0,
-                outputs: outputs.map(|j| j.0).unwrap_or_default(),
+                run: node_to_run_from_row(r)?,
             })
         })
         .collect()
