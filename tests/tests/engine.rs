@@ -596,3 +596,74 @@ async fn builtin_agents_run_in_the_worker_and_pass_outputs_along() {
         "{run:#}"
     );
 }
+
+#[tokio::test]
+async fn attempts_that_finish_together_are_recorded_together_and_exactly_once() {
+    let mut app = TestApp::spawn_with(1, &[("ORCH_WORKER_CONCURRENCY", "32")]).await;
+    let id = &app
+        .create_builtin_agent(
+            "builtin",
+            &["noop", "fail"],
+            json!({"retry": {"maxAttempts": 2, "initialBackoffMs": 10}}),
+        )
+        .await;
+    let branches: Vec<String> = (0..30).map(|i| format!("b{i}")).collect();
+    let mut wide = vec![json!({"id": "root", "agentId": id, "action": "noop"})];
+    for b in &branches {
+        wide.push(json!({"id": b, "agentId": id, "action": "noop", "dependsOn": ["root"]}));
+    }
+    let mut failing = wide.clone();
+    wide.push(json!({"id": "join", "agentId": id, "action": "noop", "dependsOn": branches}));
+    failing.push(json!({"id": "f", "agentId": id, "action": "fail", "dependsOn": ["root"]}));
+    let mut after_all = branches.clone();
+    after_all.push("f".into());
+    failing.push(json!({"id": "join", "agentId": id, "action": "noop", "dependsOn": after_all}));
+    let wide = app
+        .create_workflow(json!({"name": "wide", "nodes": wide}))
+        .await;
+    let failing = app
+        .create_workflow(json!({"name": "wide-failing", "nodes": failing}))
+        .await;
+
+    let mut runs = Vec::new();
+    for i in 0..6 {
+        let wf = if i % 3 == 2 { &failing } else { &wide };
+        runs.push((wf == &failing, app.trigger(wf, json!({})).await));
+    }
+    for (fails, run_id) in &runs {
+        let run = app.wait_for_run(run_id, RUN_TIMEOUT).await;
+        for b in branches.iter().map(String::as_str).chain(["root"]) {
+            let attempts = agent_runs(&run, b);
+            assert_eq!(attempts.len(), 1, "{b}: {run:#}");
+            assert_eq!(attempts[0]["status"], "COMPLETED", "{b}: {run:#}");
+            assert_eq!(node(&run, b)["status"], "COMPLETED", "{b}: {run:#}");
+        }
+        if *fails {
+            assert_eq!(run["status"], "FAILED", "{run:#}");
+            let attempts = agent_runs(&run, "f");
+            assert_eq!(attempts.len(), 2, "{run:#}");
+            assert!(attempts.iter().all(|a| a["status"] == "FAILED"), "{run:#}");
+            assert_eq!(node(&run, "join")["status"], "SKIPPED", "{run:#}");
+        } else {
+            assert_eq!(run["status"], "COMPLETED", "{run:#}");
+            assert_eq!(agent_runs(&run, "join").len(), 1, "{run:#}");
+        }
+    }
+
+    // Thirty branches released at once finish at once: the worker recorded some of them in
+    // shared transactions, not one transaction each.
+    let metrics = app.worker_metrics(0).await;
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name).map(|v| v.trim().parse().unwrap()))
+            .unwrap_or_else(|| panic!("{name} missing:\n{metrics}"))
+    };
+    let attempts = value("orchestration_record_batch_size_sum");
+    let transactions = value("orchestration_record_batch_size_count");
+    assert!(attempts >= 6.0 * 32.0, "{metrics}");
+    assert!(
+        transactions < attempts,
+        "{transactions} transactions for {attempts} attempts"
+    );
+}

@@ -438,19 +438,66 @@ pub async fn attempt_record(
 ) -> Result<Recorded> {
     let mut tx = pool.begin().await?;
     runs::run_lock(&mut tx, claimed.job.run_id).await?;
-    let recorded = attempt_record_locked(
-        &mut tx,
+    let recorded = record_locked(&mut tx, claimed, result, continue_as).await?;
+    if recorded.effect != AttemptEffect::Stale {
+        tx.commit().await?;
+    }
+    Ok(recorded)
+}
+
+/// Records several attempts in one transaction: one commit, and one statement locking all
+/// their runs, for the whole batch. A stale attempt among them writes nothing and is answered
+/// `Stale`. A failure's recording takes several statements, so it gets a savepoint to roll
+/// back to when it turns out stale; a success's single statement needs none. Any error rolls
+/// back the whole batch: the caller can then record the attempts one by one.
+pub async fn attempt_record_many(
+    pool: &PgPool,
+    batch: &[(&Claimed, &AttemptResult)],
+    continue_as: Option<Continue<'_>>,
+) -> Result<Vec<Recorded>> {
+    let mut tx = pool.begin().await?;
+    let mut runs: Vec<Uuid> = batch.iter().map(|(c, _)| c.job.run_id).collect();
+    runs.sort_unstable();
+    runs.dedup();
+    runs::run_lock_many(&mut tx, &runs).await?;
+    let mut recorded = Vec::with_capacity(batch.len());
+    for (claimed, result) in batch {
+        let r = match result {
+            AttemptResult::Succeeded { .. } => {
+                record_locked(&mut tx, claimed, result, continue_as).await?
+            }
+            AttemptResult::Failed { .. } => {
+                let mut savepoint = sqlx::Connection::begin(&mut *tx).await?;
+                let r = record_locked(&mut savepoint, claimed, result, continue_as).await?;
+                if r.effect == AttemptEffect::Stale {
+                    savepoint.rollback().await?;
+                } else {
+                    savepoint.commit().await?;
+                }
+                r
+            }
+        };
+        recorded.push(r);
+    }
+    tx.commit().await?;
+    Ok(recorded)
+}
+
+async fn record_locked(
+    conn: &mut sqlx::PgConnection,
+    claimed: &Claimed,
+    result: &AttemptResult,
+    continue_as: Option<Continue<'_>>,
+) -> Result<Recorded> {
+    attempt_record_locked(
+        conn,
         &claimed.job,
         &claimed.node,
         claimed.attempt_base,
         result,
         continue_as,
     )
-    .await?;
-    if recorded.effect != AttemptEffect::Stale {
-        tx.commit().await?;
-    }
-    Ok(recorded)
+    .await
 }
 
 const STALE: Recorded = Recorded {

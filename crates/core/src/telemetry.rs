@@ -11,6 +11,8 @@ pub mod names {
     pub const AGENT_RUN_DURATION: &str = "orchestration_agent_run_duration_seconds";
     pub const NODE_RETRIES: &str = "orchestration_node_retries_total";
     pub const QUEUE_WAIT: &str = "orchestration_queue_wait_seconds";
+    /// Attempts a worker recorded in one transaction.
+    pub const RECORD_BATCH_SIZE: &str = "orchestration_record_batch_size";
     pub const RUNS_STARTED: &str = "orchestration_workflow_runs_started_total";
     pub const RUNS_FINISHED: &str = "orchestration_workflow_runs_finished_total";
     pub const RUN_DURATION: &str = "orchestration_workflow_run_duration_seconds";
@@ -147,6 +149,11 @@ pub fn init_metrics() -> PrometheusHandle {
             0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
             60.0, 300.0,
         ])
+        .expect("static buckets are valid")
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full(names::RECORD_BATCH_SIZE.to_string()),
+            &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0],
+        )
         .expect("static buckets are valid")
         .install_recorder()
         .expect("metrics recorder is installed once per process");

@@ -2,12 +2,14 @@
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use serde_json::json;
 use sqlx::PgPool;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -30,6 +32,20 @@ pub fn unique_name(prefix: &str) -> String {
 
 type AttemptKey = (uuid::Uuid, String, i32);
 
+/// An attempt whose end waits to be recorded, and who waits for the answer.
+struct ToRecord {
+    attempt: Arc<(Claimed, AttemptResult)>,
+    reply: oneshot::Sender<crate::error::Result<engine::Recorded>>,
+}
+
+/// Recording tasks per worker, and the recordings in flight past which a finished attempt
+/// waits for one of them instead of being recorded at once: each records a batch while the
+/// next one gathers.
+const RECORDERS: usize = 2;
+/// The most attempts one recording transaction takes: a bound on how long it holds the
+/// locks of its runs.
+const MAX_BATCH: usize = 64;
+
 pub struct NodeRunner {
     pool: PgPool,
     executor: Executor,
@@ -42,6 +58,10 @@ pub struct NodeRunner {
     /// Fires when the shutdown grace period is over: in-flight attempts are handed back.
     shutdown_expired: CancellationToken,
     publisher: Publisher,
+    /// Finished attempts on their way to the recording tasks.
+    to_record: mpsc::UnboundedSender<ToRecord>,
+    /// Recording transactions in flight, direct or batched.
+    recording: Arc<AtomicUsize>,
 }
 
 impl NodeRunner {
@@ -52,15 +72,31 @@ impl NodeRunner {
         lease: Duration,
         publisher: Publisher,
     ) -> Self {
+        let draining = CancellationToken::new();
+        let (to_record, queue) = mpsc::unbounded_channel();
+        let queue = Arc::new(tokio::sync::Mutex::new(queue));
+        let recording = Arc::new(AtomicUsize::new(0));
+        for _ in 0..RECORDERS {
+            tokio::spawn(record_batches(
+                queue.clone(),
+                recording.clone(),
+                pool.clone(),
+                name.clone(),
+                lease,
+                draining.clone(),
+            ));
+        }
         Self {
             pool,
             executor,
             name,
             lease,
             inflight: Mutex::new(HashMap::new()),
-            draining: CancellationToken::new(),
+            draining,
             shutdown_expired: CancellationToken::new(),
             publisher,
+            to_record,
+            recording,
         }
     }
 
@@ -181,7 +217,9 @@ impl NodeRunner {
         }
 
         // Held (and its lease renewed) until the result is recorded, however long that takes.
-        let recorded = self.record_with_retry(&claimed, &result).await;
+        let attempt = Arc::new((claimed, result));
+        let recorded = self.record_with_retry(&attempt).await;
+        let (claimed, result) = &*attempt;
         if let Ok(engine::Recorded {
             next: Some(next), ..
         }) = &recorded
@@ -216,12 +254,12 @@ impl NodeRunner {
                 tracing::warn!(
                     run_id = %job.run_id, node_id = %job.node_id, attempt = job.attempt,
                     next_attempt, delay_ms = delay.as_millis() as u64,
-                    error = result_error(&result), "attempt failed, retry scheduled"
+                    error = result_error(result), "attempt failed, retry scheduled"
                 )
             }
             AttemptEffect::FailedForGood { skipped } => tracing::warn!(
                 run_id = %job.run_id, node_id = %job.node_id, attempt = job.attempt, skipped,
-                error = result_error(&result), "node failed"
+                error = result_error(result), "node failed"
             ),
         }
         let node_status = match &recorded.effect {
@@ -235,7 +273,7 @@ impl NodeRunner {
                 "runId": job.run_id, "workflowId": claimed.workflow_id, "workflowName": claimed.workflow_name,
                 "nodeId": job.node_id, "attempt": job.attempt, "status": status,
                 "agent": claimed.node.agent.name, "durationMs": elapsed.as_millis() as u64,
-                "error": match &result { AttemptResult::Failed { error, .. } => Some(error.as_str()), _ => None },
+                "error": match result { AttemptResult::Failed { error, .. } => Some(error.as_str()), _ => None },
             }));
             self.publisher.node(status, body).await;
         }
@@ -307,17 +345,13 @@ impl NodeRunner {
     /// to record it for a while before handing the job back to the queue.
     async fn record_with_retry(
         &self,
-        claimed: &Claimed,
-        result: &AttemptResult,
+        attempt: &Arc<(Claimed, AttemptResult)>,
     ) -> crate::error::Result<engine::Recorded> {
+        let claimed = &attempt.0;
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut delay = Duration::from_millis(100);
         loop {
-            let continue_as = (!self.draining.is_cancelled()).then_some(engine::Continue {
-                worker: &self.name,
-                lease: self.lease,
-            });
-            match engine::attempt_record(&self.pool, claimed, result, continue_as).await {
+            match self.record(attempt).await {
                 Ok(r) => return Ok(r),
                 Err(crate::error::Error::Database(e))
                     if (crate::db::is_transient(&e) || is_serialization(&e))
@@ -328,6 +362,128 @@ impl NodeRunner {
                     delay = (delay * 2).min(Duration::from_secs(5));
                 }
                 Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Records the attempt right here while few recordings are in flight, which keeps an idle
+    /// worker's step latency free of a hand-over. Under load, hands it to the recording
+    /// tasks, which record it together with the other attempts that finished meanwhile.
+    async fn record(
+        &self,
+        attempt: &Arc<(Claimed, AttemptResult)>,
+    ) -> crate::error::Result<engine::Recorded> {
+        let in_flight = Busy::enter(&self.recording);
+        if in_flight.before < RECORDERS {
+            metrics::histogram!(names::RECORD_BATCH_SIZE).record(1.0);
+            let continue_as = self.continue_as();
+            return engine::attempt_record(&self.pool, &attempt.0, &attempt.1, continue_as).await;
+        }
+        drop(in_flight);
+        let (reply, answer) = oneshot::channel();
+        let sent = self.to_record.send(ToRecord {
+            attempt: attempt.clone(),
+            reply,
+        });
+        if sent.is_ok()
+            && let Ok(recorded) = answer.await
+        {
+            return recorded;
+        }
+        // The recording tasks are gone (only if one panicked): record it here.
+        let continue_as = self.continue_as();
+        engine::attempt_record(&self.pool, &attempt.0, &attempt.1, continue_as).await
+    }
+
+    fn continue_as(&self) -> Option<engine::Continue<'_>> {
+        continue_as(&self.draining, &self.name, self.lease)
+    }
+}
+
+/// Counts a recording transaction as in flight while it lives.
+struct Busy<'a> {
+    count: &'a AtomicUsize,
+    /// How many were in flight before this one.
+    before: usize,
+}
+
+impl<'a> Busy<'a> {
+    fn enter(count: &'a AtomicUsize) -> Busy<'a> {
+        let before = count.fetch_add(1, Ordering::SeqCst);
+        Busy { count, before }
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A worker that is draining takes no more work, not even a released dependent.
+fn continue_as<'a>(
+    draining: &CancellationToken,
+    worker: &'a str,
+    lease: Duration,
+) -> Option<engine::Continue<'a>> {
+    (!draining.is_cancelled()).then_some(engine::Continue { worker, lease })
+}
+
+/// A recording task: takes every attempt that finished since its last batch (one at least)
+/// and records them in one transaction. Recording is where a node's time goes once its agent
+/// is fast: a commit per batch instead of per attempt is most of what batching buys. If the
+/// batch fails, each attempt is recorded on its own, so one bad attempt cannot hold back the
+/// others.
+async fn record_batches(
+    queue: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<ToRecord>>>,
+    recording: Arc<AtomicUsize>,
+    pool: PgPool,
+    worker: String,
+    lease: Duration,
+    draining: CancellationToken,
+) {
+    loop {
+        let mut batch = {
+            let mut queue = queue.lock().await;
+            let Some(first) = queue.recv().await else {
+                return;
+            };
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH
+                && let Ok(next) = queue.try_recv()
+            {
+                batch.push(next);
+            }
+            batch
+        };
+        let _busy = Busy::enter(&recording);
+        metrics::histogram!(names::RECORD_BATCH_SIZE).record(batch.len() as f64);
+        let continue_as = continue_as(&draining, &worker, lease);
+        if batch.len() == 1 {
+            let one = batch.pop().expect("one attempt");
+            let (claimed, result) = &*one.attempt;
+            let recorded = engine::attempt_record(&pool, claimed, result, continue_as).await;
+            let _ = one.reply.send(recorded);
+            continue;
+        }
+        let attempts: Vec<(&Claimed, &AttemptResult)> =
+            batch.iter().map(|t| (&t.attempt.0, &t.attempt.1)).collect();
+        match engine::attempt_record_many(&pool, &attempts, continue_as).await {
+            Ok(recorded) => {
+                drop(attempts);
+                for (to, recorded) in batch.into_iter().zip(recorded) {
+                    let _ = to.reply.send(Ok(recorded));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, attempts = batch.len(), "recording a batch failed; recording its attempts one by one");
+                drop(attempts);
+                for to in batch {
+                    let (claimed, result) = &*to.attempt;
+                    let recorded =
+                        engine::attempt_record(&pool, claimed, result, continue_as).await;
+                    let _ = to.reply.send(recorded);
+                }
             }
         }
     }

@@ -203,7 +203,7 @@ pub struct Completion {
 /// Closes a RUNNING attempt as COMPLETED, completes its node, counts the completion against
 /// the node's dependents and tells how the run stands, in one round trip (this
 /// runs once per node). `None` means someone else closed the attempt or the node first (a
-/// rescuer, a cancel): the caller's result is stale and its transaction must not commit.
+/// rescuer, a cancel): the caller's result is stale, and nothing was written.
 /// The caller holds the run lock, so the open check cannot miss a concurrent change, and the
 /// dependents' row locks serialize two parents finishing at once, so exactly one of them sees
 /// a dependent's count reach zero.
@@ -214,10 +214,16 @@ pub async fn node_complete_attempt(
 ) -> Result<Option<Completion>> {
     // One snapshot for the whole statement: the open check sees the other nodes as they were
     // before it, which is right, as releasing only moves PENDING nodes to READY (both open).
+    // The attempt is closed only if its node is still RUNNING for it, so a stale result
+    // writes nothing and a batch of recordings can go on past it (the caller's run lock keeps
+    // both rows from changing status meanwhile).
     let query = sqlx::query(concat!(
-        "WITH attempt AS (",
+        "WITH current AS (
+             SELECT 1 FROM node_states
+             WHERE run_id = $1 AND node_id = $2 AND status = 'RUNNING' AND attempts = $3),
+         attempt AS (",
         attempt_finish!(),
-        " RETURNING 1),
+        " AND EXISTS (SELECT 1 FROM current) RETURNING 1),
          node AS (
              UPDATE node_states SET status = 'COMPLETED', output = $5, error = NULL, finished_at = now(),
                     locked_by = NULL, lease_expires_at = NULL

@@ -207,6 +207,16 @@ pub async fn run_lock(conn: &mut PgConnection, run_id: Uuid) -> Result<Option<Ru
         .transpose()
 }
 
+/// Locks several runs as [`run_lock`] does, in id order, so two transactions locking
+/// overlapping sets wait for each other instead of deadlocking.
+pub async fn run_lock_many(conn: &mut PgConnection, run_ids: &[Uuid]) -> Result<()> {
+    sqlx::query("SELECT id FROM workflow_runs WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE")
+        .bind(run_ids)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 pub async fn run_plan(db: impl PgExecutor<'_>, run_id: Uuid) -> Result<RunPlan> {
     let plan: Json<RunPlan> =
         sqlx::query_scalar("SELECT definition FROM workflow_runs WHERE id = $1")
