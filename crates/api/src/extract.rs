@@ -1,5 +1,8 @@
 //! Extractors that turn every malformed request into an [`ApiError`] with a JSON body.
 
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
+
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, FromRequestParts, Query, Request};
 use axum::http::request::Parts;
@@ -153,6 +156,23 @@ pub struct ProjectParam {
 /// when it does not exist.
 pub struct ProjectScope(pub i64);
 
+/// Projects this process has seen to exist. Projects are never deleted, so a project found
+/// once needs no lookup on later requests (every project-scoped request made one).
+#[derive(Clone, Default)]
+pub struct KnownProjects(Arc<RwLock<HashSet<i64>>>);
+
+impl KnownProjects {
+    /// Ok when project `id` exists; `NotFound("project")` when it does not.
+    pub async fn require(&self, pool: &sqlx::PgPool, id: i64) -> Result<(), ApiError> {
+        if self.0.read().expect("known projects lock").contains(&id) {
+            return Ok(());
+        }
+        orchestration_core::store::projects::project_require(pool, id).await?;
+        self.0.write().expect("known projects lock").insert(id);
+        Ok(())
+    }
+}
+
 impl FromRequestParts<AppState> for ProjectScope {
     type Rejection = ApiError;
 
@@ -170,7 +190,7 @@ impl FromRequestParts<AppState> for ProjectScope {
         // A project token works in its own project; naming another one is a 403.
         let caller = crate::auth::Caller::from_request_parts(parts, state).await?;
         let id = caller.project(asked)?;
-        orchestration_core::store::projects::project_require(&state.pool, id).await?;
+        state.known_projects.require(&state.pool, id).await?;
         Ok(ProjectScope(id))
     }
 }

@@ -8,6 +8,8 @@ pub mod metrics_listener;
 pub mod openapi;
 mod routes;
 
+pub use extract::KnownProjects;
+
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -39,6 +41,7 @@ pub struct AppState {
     pub agent_policy: orchestration_core::executor::AgentPolicy,
     /// Largest request body.
     pub body_limit: usize,
+    pub known_projects: KnownProjects,
 }
 
 pub fn router(state: AppState) -> Router {
