@@ -371,3 +371,98 @@ async fn health_reports_the_database_and_unknown_routes_are_json_404s() {
     let (status, body) = app.request(Method::PATCH, "/api/agents", None).await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{body}");
 }
+
+/// Triggers reuse the plan of a workflow while it and its agents are unchanged: every edit
+/// must show in the next run, whichever process made it.
+#[tokio::test]
+async fn each_trigger_runs_the_workflow_and_agents_as_they_are_now() {
+    let app = TestApp::spawn(0).await;
+    let a = agent(&app, "echo", &["echo"]).await;
+    let two = json!([
+        node("first", &a, "echo", &[], json!({})),
+        node("second", &a, "echo", &["first"], json!({}))
+    ]);
+    let wf = app
+        .create_workflow(json!({"name": "edited", "nodes": two}))
+        .await;
+    let node_ids = |run: &Value| -> Vec<String> {
+        let mut ids: Vec<String> = run["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["nodeId"].as_str().unwrap().to_string())
+            .collect();
+        ids.sort();
+        ids
+    };
+    for _ in 0..2 {
+        let run = app.run(&app.trigger(&wf, json!({})).await).await;
+        assert_eq!(run["workflowVersion"], 1, "{run}");
+        assert_eq!(node_ids(&run), ["first", "second"]);
+    }
+
+    // A new version of the workflow.
+    let three = json!([
+        node("first", &a, "echo", &[], json!({})),
+        node("second", &a, "echo", &["first"], json!({})),
+        node("third", &a, "echo", &["first"], json!({}))
+    ]);
+    let (status, body) = app
+        .request(
+            Method::PUT,
+            &format!("/api/workflows/{wf}"),
+            Some(json!({"name": "edited", "nodes": three})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let run = app.run(&app.trigger(&wf, json!({})).await).await;
+    assert_eq!(run["workflowVersion"], 2, "{run}");
+    assert_eq!(node_ids(&run), ["first", "second", "third"]);
+
+    // An agent that now needs an approval: the root waits for one.
+    let put_agent = |risk: &'static str| {
+        let app = &app;
+        let a = a.clone();
+        async move {
+            let (status, body) = app
+                .request(
+                    Method::PUT,
+                    &format!("/api/agents/{a}"),
+                    Some(
+                        json!({"name": "echo", "type": "SCRIPT", "entrypoint": "testing/echo",
+                                "capabilities": [{"name": "echo"}], "riskLevel": risk}),
+                    ),
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+        }
+    };
+    put_agent("APPROVAL_REQUIRED").await;
+    for _ in 0..2 {
+        let run = app.run(&app.trigger(&wf, json!({})).await).await;
+        assert_eq!(
+            orchestration_e2e::node(&run, "first")["status"],
+            "WAITING_APPROVAL",
+            "{run}"
+        );
+        assert_eq!(run["approvals"].as_array().unwrap().len(), 1, "{run}");
+    }
+    put_agent("AUTO").await;
+    let run = app.run(&app.trigger(&wf, json!({})).await).await;
+    assert_eq!(orchestration_e2e::node(&run, "first")["status"], "READY");
+    assert_eq!(run["approvals"], json!([]), "{run}");
+
+    // A paused workflow starts no run.
+    let (status, body) = app
+        .request(
+            Method::PUT,
+            &format!("/api/workflows/{wf}"),
+            Some(json!({"name": "edited", "status": "PAUSED", "nodes": three})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = app
+        .post(&format!("/api/workflows/{wf}/trigger"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+}

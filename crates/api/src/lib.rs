@@ -42,6 +42,8 @@ pub struct AppState {
     /// Largest request body.
     pub body_limit: usize,
     pub known_projects: KnownProjects,
+    /// Workflow plans reused by later triggers while nothing they depend on changes.
+    pub plans: std::sync::Arc<orchestration_core::engine::PlanCache>,
 }
 
 pub fn router(state: AppState) -> Router {

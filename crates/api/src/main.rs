@@ -149,6 +149,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         agent_policy: args.worker.agent_policy(),
         body_limit: args.max_body_bytes as usize,
         known_projects: Default::default(),
+        plans: Default::default(),
     };
     let mut rx = stop_rx.clone();
     let shutdown = async move {

@@ -39,7 +39,47 @@ pub struct TriggerRequest<'a> {
     pub actor: Option<&'a str>,
 }
 
-pub async fn run_trigger(pool: &PgPool, req: TriggerRequest<'_>) -> Result<Triggered> {
+/// Plans of the workflows this process triggered, each with what it was planned from. A
+/// trigger whose workflow and agents are unchanged since is then one statement, which checks
+/// that they are while it inserts (see [`runs::run_insert_if_current`]); otherwise it plans
+/// again.
+#[derive(Default)]
+pub struct PlanCache {
+    plans: std::sync::Mutex<std::collections::HashMap<Uuid, std::sync::Arc<CachedPlan>>>,
+}
+
+struct CachedPlan {
+    project_id: i64,
+    workflow_version: i32,
+    workflow_name: String,
+    plan: crate::domain::RunPlan,
+    agents: Vec<(Uuid, chrono::DateTime<Utc>)>,
+}
+
+impl PlanCache {
+    fn get(&self, project_id: i64, workflow_id: Uuid) -> Option<std::sync::Arc<CachedPlan>> {
+        self.plans
+            .lock()
+            .expect("plan cache lock")
+            .get(&workflow_id)
+            .filter(|p| p.project_id == project_id)
+            .cloned()
+    }
+
+    fn put(&self, workflow_id: Uuid, plan: Option<CachedPlan>) {
+        let mut plans = self.plans.lock().expect("plan cache lock");
+        match plan {
+            Some(plan) => plans.insert(workflow_id, std::sync::Arc::new(plan)),
+            None => plans.remove(&workflow_id),
+        };
+    }
+}
+
+pub async fn run_trigger(
+    pool: &PgPool,
+    plans: &PlanCache,
+    req: TriggerRequest<'_>,
+) -> Result<Triggered> {
     if let Some(key) = req.idempotency_key {
         if key.is_empty() || key.len() > 255 {
             return Err(Invalid::new("Idempotency-Key must be 1 to 255 characters").into());
@@ -49,9 +89,38 @@ pub async fn run_trigger(pool: &PgPool, req: TriggerRequest<'_>) -> Result<Trigg
         }
     }
     let attempt = async {
+        if let Some(cached) = plans.get(req.project_id, req.workflow_id) {
+            check_context(&req.context)?;
+            let traceparent = crate::telemetry::traceparent_of(&tracing::Span::current());
+            let run = runs::run_insert_if_current(
+                pool,
+                &runs::NewRun {
+                    id: Uuid::now_v7(),
+                    project_id: req.project_id,
+                    workflow_id: req.workflow_id,
+                    workflow_version: cached.workflow_version,
+                    workflow_name: &cached.workflow_name,
+                    plan: &cached.plan,
+                    trigger: req.trigger,
+                    context: &req.context,
+                    idempotency_key: req.idempotency_key,
+                    triggered_by: req.actor,
+                    traceparent: traceparent.as_deref(),
+                },
+                &runs::PlannedFrom {
+                    agents: &cached.agents,
+                },
+            )
+            .await?;
+            match run {
+                Some(run) => return Ok(run),
+                None => plans.put(req.workflow_id, None),
+            }
+        }
         let mut tx = pool.begin().await?;
-        let run = run_create(&mut tx, &req).await?;
+        let (run, plan) = run_create_planned(&mut tx, &req).await?;
         tx.commit().await?;
+        plans.put(req.workflow_id, plan);
         Ok::<_, Error>(run)
     };
     match attempt.await {
@@ -88,12 +157,14 @@ pub async fn run_create(
     tx: &mut sqlx::PgConnection,
     req: &TriggerRequest<'_>,
 ) -> Result<RunSummary> {
-    if !req.context.is_object() {
+    run_create_planned(tx, req).await.map(|(run, _)| run)
+}
+
+fn check_context(context: &Value) -> Result<()> {
+    if !context.is_object() {
         return Err(Invalid::new("context must be a JSON object").into());
     }
-    let size = serde_json::to_vec(&req.context)
-        .map(|v| v.len())
-        .unwrap_or(0);
+    let size = serde_json::to_vec(context).map(|v| v.len()).unwrap_or(0);
     if size > crate::domain::limits::MAX_CONTEXT_BYTES {
         return Err(Invalid::new(format!(
             "context is {size} bytes; at most {} are allowed",
@@ -101,6 +172,16 @@ pub async fn run_create(
         ))
         .into());
     }
+    Ok(())
+}
+
+/// [`run_create`], also returning the plan for a [`PlanCache`] when later triggers can reuse
+/// it (none when a root waits for approval: such a trigger writes more than the run).
+async fn run_create_planned(
+    tx: &mut sqlx::PgConnection,
+    req: &TriggerRequest<'_>,
+) -> Result<(RunSummary, Option<CachedPlan>)> {
+    check_context(&req.context)?;
     let workflow = workflows::workflow_get_for_trigger(tx, req.project_id, req.workflow_id).await?;
     if workflow.status != crate::domain::WorkflowStatus::Active {
         return Err(Error::conflict(format!(
@@ -145,11 +226,25 @@ pub async fn run_create(
         .filter(|id| plan.nodes.get(*id).is_some_and(PlannedNode::needs_approval))
         .map(str::to_string)
         .collect();
-    if !gated.is_empty() && dispatch_ready(tx, run_id, gated, Some(&plan)).await? {
-        // The run waits for an approval already.
-        return runs::run_find(&mut *tx, run_id).await;
+    if !gated.is_empty() {
+        if dispatch_ready(tx, run_id, gated, Some(&plan)).await? {
+            // The run waits for an approval already.
+            return Ok((runs::run_find(&mut *tx, run_id).await?, None));
+        }
+        return Ok((summary, None));
     }
-    Ok(summary)
+    let mut used: Vec<(Uuid, chrono::DateTime<Utc>)> =
+        agents.values().map(|a| (a.id, a.updated_at)).collect();
+    used.sort_unstable();
+    used.dedup();
+    let cached = CachedPlan {
+        project_id: req.project_id,
+        workflow_version: workflow.version,
+        workflow_name: workflow.name,
+        plan,
+        agents: used,
+    };
+    Ok((summary, Some(cached)))
 }
 
 /// Sends nodes that just became READY on their way: a READY node is its own job, so workers

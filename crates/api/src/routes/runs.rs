@@ -72,6 +72,7 @@ pub async fn trigger(
     let actor = caller.identity(&headers)?;
     let triggered = engine::run_trigger(
         &state.pool,
+        &state.plans,
         engine::TriggerRequest {
             project_id: project,
             workflow_id: id,

@@ -47,22 +47,71 @@ pub struct NewRun<'a> {
     pub traceparent: Option<&'a str>,
 }
 
+/// What a run was planned from: a version of its workflow and the agents it uses, each as of
+/// its `updated_at`.
+pub struct PlannedFrom<'a> {
+    pub agents: &'a [(Uuid, DateTime<Utc>)],
+}
+
 /// Inserts a run that starts now, with a node state per planned node: roots READY, the rest
 /// PENDING on their dependencies.
 pub async fn run_insert(conn: &mut PgConnection, run: &NewRun<'_>) -> Result<RunSummary> {
+    let row = insert(&mut *conn, run, None).await?;
+    from_row(&row.expect("an unguarded insert returns its row"))
+}
+
+/// Inserts a run as [`run_insert`] does, in one statement of its own, if and only if its
+/// workflow is still ACTIVE at `run.workflow_version` and the agents it was planned with are
+/// unchanged (both locked against edits until the statement ends, as a trigger's transaction
+/// locks them). `None`: something changed since the plan was made; plan again.
+pub async fn run_insert_if_current(
+    db: impl PgExecutor<'_>,
+    run: &NewRun<'_>,
+    from: &PlannedFrom<'_>,
+) -> Result<Option<RunSummary>> {
+    insert(db, run, Some(from))
+        .await?
+        .as_ref()
+        .map(from_row)
+        .transpose()
+}
+
+async fn insert(
+    db: impl PgExecutor<'_>,
+    run: &NewRun<'_>,
+    guard: Option<&PlannedFrom<'_>>,
+) -> Result<Option<PgRow>> {
     let mut ids = Vec::with_capacity(run.plan.nodes.len());
     let mut pending = Vec::with_capacity(run.plan.nodes.len());
     for node in run.plan.nodes.values() {
         ids.push(node.id.as_str());
         pending.push(node.depends_on.len() as i32);
     }
+    let (current, condition) = match guard {
+        None => ("", "true"),
+        Some(_) => (
+            "fresh AS (
+                 SELECT 1 FROM workflows
+                 WHERE id = $3 AND project_id = $2 AND version = $4 AND status = 'ACTIVE' FOR SHARE),
+             unchanged AS (
+                 SELECT 1 FROM agents a
+                 JOIN unnest($14::uuid[], $15::timestamptz[]) AS p(id, updated_at)
+                   ON a.id = p.id AND a.updated_at = p.updated_at
+                 WHERE a.project_id = $2 FOR SHARE OF a),",
+            "EXISTS (SELECT 1 FROM fresh)
+             AND (SELECT count(*) FROM unchanged) = cardinality($14::uuid[])",
+        ),
+    };
     // One statement for the run and its nodes: a trigger is on the hot path of short runs.
     // Foreign keys are checked at the end of the statement, when the run row exists. Its READY
     // roots are jobs, so the same statement wakes the workers (at commit).
     let sql = format!(
-        "WITH run AS (
+        "WITH {current}
+         run AS (
              INSERT INTO workflow_runs (id, project_id, workflow_id, workflow_version, workflow_name, definition, trigger, status, context, started_at, idempotency_key, triggered_by, traceparent)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'RUNNING', $8, now(), $9, $10, $11) RETURNING {COLUMNS}),
+             SELECT $1, $2, $3, $4, $5, $6, $7, 'RUNNING', $8, now(), $9, $10, $11
+             WHERE {condition}
+             RETURNING {COLUMNS}),
          states AS (
              INSERT INTO node_states (run_id, node_id, status, pending_deps, ready_at)
              SELECT run.id, t.id, CASE WHEN deps = 0 THEN 'READY' ELSE 'PENDING' END, deps,
@@ -71,7 +120,7 @@ pub async fn run_insert(conn: &mut PgConnection, run: &NewRun<'_>) -> Result<Run
          SELECT *, (SELECT pg_notify('{channel}', '')) AS notified FROM run",
         channel = super::queue::READY_CHANNEL
     );
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(run.id)
         .bind(run.project_id)
         .bind(run.workflow_id)
@@ -83,20 +132,19 @@ pub async fn run_insert(conn: &mut PgConnection, run: &NewRun<'_>) -> Result<Run
         .bind(run.idempotency_key)
         .bind(run.triggered_by)
         .bind(run.traceparent)
-        .bind(&ids)
-        .bind(&pending)
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(|e| match &e {
-            sqlx::Error::Database(db)
-                if db.constraint() == Some("workflow_runs_idempotency_key") =>
-            {
-                Error::Conflict(IDEMPOTENCY_CONFLICT.to_string())
-            }
-            _ => Error::Database(e),
-        })?;
-    let summary = from_row(&row)?;
-    Ok(summary)
+        .bind(ids)
+        .bind(pending);
+    if let Some(from) = guard {
+        let (agents, updated): (Vec<Uuid>, Vec<DateTime<Utc>>) =
+            from.agents.iter().copied().unzip();
+        query = query.bind(agents).bind(updated);
+    }
+    query.fetch_optional(db).await.map_err(|e| match &e {
+        sqlx::Error::Database(db) if db.constraint() == Some("workflow_runs_idempotency_key") => {
+            Error::Conflict(IDEMPOTENCY_CONFLICT.to_string())
+        }
+        _ => Error::Database(e),
+    })
 }
 
 pub async fn run_get(db: &mut PgConnection, project_id: i64, run_id: Uuid) -> Result<RunDetail> {
