@@ -667,3 +667,46 @@ async fn attempts_that_finish_together_are_recorded_together_and_exactly_once() 
         "{transactions} transactions for {attempts} attempts"
     );
 }
+
+/// A worker renews the leases of all its running nodes in one statement while a batch of
+/// recordings holds some of the same rows: both lock them in (run, node) order, or they
+/// deadlock until Postgres breaks the tie a second later (a failed renewal or a failed batch
+/// in the worker's log). A short lease makes renewals frequent.
+#[tokio::test]
+async fn lease_renewals_and_batched_recordings_do_not_deadlock() {
+    let app = TestApp::spawn_with(
+        1,
+        &[
+            ("ORCH_WORKER_CONCURRENCY", "64"),
+            ("ORCH_LEASE_TTL_MS", "500"),
+        ],
+    )
+    .await;
+    let id = &app
+        .create_builtin_agent("builtin", &["noop"], json!({}))
+        .await;
+    let branches: Vec<String> = (0..60).map(|i| format!("b{i:02}")).collect();
+    let mut nodes = vec![json!({"id": "root", "agentId": id, "action": "noop"})];
+    for b in &branches {
+        nodes.push(json!({"id": b, "agentId": id, "action": "noop", "dependsOn": ["root"]}));
+    }
+    nodes.push(json!({"id": "join", "agentId": id, "action": "noop", "dependsOn": branches}));
+    let wf = app
+        .create_workflow(json!({"name": "wide", "nodes": nodes}))
+        .await;
+
+    let mut runs = Vec::new();
+    for _ in 0..40 {
+        runs.push(app.trigger(&wf, json!({})).await);
+    }
+    for run_id in &runs {
+        let run = app.wait_for_run(run_id, RUN_TIMEOUT).await;
+        assert_eq!(run["status"], "COMPLETED", "{run:#}");
+        for b in branches.iter().map(String::as_str).chain(["root", "join"]) {
+            assert_eq!(agent_runs(&run, b).len(), 1, "{b}: {run:#}");
+        }
+    }
+    let logs = app.dump_logs();
+    assert!(!logs.contains("deadlock"), "{logs}");
+    assert!(!logs.contains("taken away"), "{logs}");
+}

@@ -555,8 +555,16 @@ pub async fn attempt_record_many(
     runs.sort_unstable();
     runs.dedup();
     runs::run_lock_many(&mut tx, &runs).await?;
-    let mut recorded = Vec::with_capacity(batch.len());
-    for (claimed, result) in batch {
+    // Node rows are locked in (run, node) order, as a lease renewal locks them
+    // (nodes::node_lease_renew), so the two never deadlock over the worker's nodes.
+    let mut order: Vec<usize> = (0..batch.len()).collect();
+    order.sort_by(|&a, &b| {
+        let (a, b) = (&batch[a].0.job, &batch[b].0.job);
+        (a.run_id, a.node_id.as_bytes()).cmp(&(b.run_id, b.node_id.as_bytes()))
+    });
+    let mut recorded = vec![STALE; batch.len()];
+    for i in order {
+        let (claimed, result) = batch[i];
         let r = match result {
             AttemptResult::Succeeded { .. } => {
                 record_locked(&mut tx, claimed, result, continue_as).await?
@@ -572,7 +580,7 @@ pub async fn attempt_record_many(
                 r
             }
         };
-        recorded.push(r);
+        recorded[i] = r;
     }
     tx.commit().await?;
     Ok(recorded)

@@ -32,6 +32,14 @@ pub fn unique_name(prefix: &str) -> String {
 
 type AttemptKey = (uuid::Uuid, String, i32);
 
+/// An attempt this worker holds.
+struct Held {
+    /// Stops its agent.
+    stop: CancellationToken,
+    /// Its agent returned; the result is being recorded.
+    finished: bool,
+}
+
 /// An attempt whose end waits to be recorded, and who waits for the answer.
 struct ToRecord {
     attempt: Arc<(Claimed, AttemptResult)>,
@@ -51,8 +59,8 @@ pub struct NodeRunner {
     executor: Executor,
     name: String,
     lease: Duration,
-    /// Attempts running in this process, each with the token that stops it.
-    inflight: Mutex<HashMap<AttemptKey, CancellationToken>>,
+    /// Attempts this process holds, from claim until their result is recorded.
+    inflight: Mutex<HashMap<AttemptKey, Held>>,
     /// Fires when shutdown starts: no more work is taken, not even a released dependent.
     draining: CancellationToken,
     /// Fires when the shutdown grace period is over: in-flight attempts are handed back.
@@ -120,13 +128,16 @@ impl NodeRunner {
         .into_iter()
         .collect();
         // Only the attempts asked about: one that began during the round trip was not.
+        // An attempt whose agent has returned has nothing to stop: the renewal found it closed
+        // because its own recording just closed it, or its recording will say it was stale.
         let inflight = self.inflight.lock().expect("inflight lock");
         for key in running.iter().filter(|k| !held.contains(*k)) {
-            if let Some(token) = inflight.get(key)
-                && !token.is_cancelled()
+            if let Some(attempt) = inflight.get(key)
+                && !attempt.finished
+                && !attempt.stop.is_cancelled()
             {
                 tracing::warn!(run_id = %key.0, node_id = %key.1, attempt = key.2, "node taken away from this worker; stopping its agent");
-                token.cancel();
+                attempt.stop.cancel();
             }
         }
         Ok(())
@@ -139,7 +150,11 @@ impl NodeRunner {
             .lock()
             .expect("inflight lock")
             .entry((job.run_id, job.node_id.clone(), job.attempt))
-            .or_insert_with(|| self.shutdown_expired.child_token())
+            .or_insert_with(|| Held {
+                stop: self.shutdown_expired.child_token(),
+                finished: false,
+            })
+            .stop
             .clone()
     }
 
@@ -189,6 +204,9 @@ impl NodeRunner {
         let started = Instant::now();
         let mut result = self.execute(&claimed, cancel).await;
         let elapsed = started.elapsed();
+        if let Some(held) = self.inflight.lock().expect("inflight lock").get_mut(&key) {
+            held.finished = true;
+        }
         if let AttemptResult::Failed { error, .. } = &mut result
             && self.shutdown_expired.is_cancelled()
             && error == INTERRUPTED
