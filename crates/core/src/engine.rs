@@ -619,9 +619,9 @@ pub(crate) async fn attempt_record_locked(
     continue_as: Option<Continue<'_>>,
 ) -> Result<Recorded> {
     let mut next = None;
-    // Set when the attempt completed its node: how the run stands, known from the completing
-    // statement itself.
-    let mut progress = None;
+    // Set when the attempt completed its node: whether that ended the run is known from the
+    // completing statement itself.
+    let mut completed = None;
     let (success, output, error, exit_code) = match result {
         AttemptResult::Succeeded { output, exit_code } => (true, Some(output), None, *exit_code),
         AttemptResult::Failed {
@@ -653,7 +653,7 @@ pub(crate) async fn attempt_record_locked(
             else {
                 return Ok(STALE);
             };
-            progress = Some(completion.progress);
+            completed = Some(completion.run_finished);
             let released = completion.released;
             let (gated, plain): (Vec<String>, Vec<String>) = released
                 .iter()
@@ -743,10 +743,8 @@ pub(crate) async fn attempt_record_locked(
         }
     };
 
-    let run_finished = match progress {
-        // Released dependents count as open, so this holds after the inline claim and any
-        // approval requests too.
-        Some(progress) => run_finish_with(tx, job.run_id, progress).await?,
+    let run_finished = match completed {
+        Some(run_finished) => run_finished,
         None => run_finish_if_done(tx, job.run_id).await?,
     };
     Ok(Recorded {
@@ -762,28 +760,14 @@ pub(crate) async fn run_finish_if_done(
     run_id: Uuid,
 ) -> Result<Option<(RunStatus, Duration)>> {
     let progress = nodes::node_progress(tx, run_id).await?;
-    run_finish_with(tx, run_id, progress).await
-}
-
-/// Finishes the run unless `progress` says a node may still move. The caller holds the run
-/// lock, under which `progress` was taken.
-async fn run_finish_with(
-    tx: &mut sqlx::PgConnection,
-    run_id: Uuid,
-    progress: nodes::RunProgress,
-) -> Result<Option<(RunStatus, Duration)>> {
     if progress.open {
         return Ok(None);
     }
-    let (status, error) = match progress.first_failure {
-        Some((node_id, error)) => (
-            RunStatus::Failed,
-            Some(format!("node \"{node_id}\" failed: {error}")),
-        ),
-        None => (RunStatus::Completed, None),
+    let status = match progress.failure {
+        Some(_) => RunStatus::Failed,
+        None => RunStatus::Completed,
     };
-    let finished = runs::run_finish(tx, run_id, status, error.as_deref()).await?;
-    Ok(finished.map(|(started, ended)| (status, (ended - started).to_std().unwrap_or_default())))
+    runs::run_finish(tx, run_id, status, progress.failure.as_deref()).await
 }
 
 /// Cancels a run that is still going: its unfinished nodes become CANCELLED and open attempts

@@ -13,10 +13,12 @@ macro_rules! open_node_statuses {
     };
 }
 
-/// The failure a FAILED run reports: its first failed node (node id, error) for run `$1`.
-macro_rules! first_failure {
+/// The error a FAILED run reports, from its first failed node, as `error` (no row: no node
+/// of run `$1` failed).
+macro_rules! run_failure {
     () => {
-        "SELECT node_id, coalesce(error, 'failed') AS error FROM node_states
+        "SELECT format('node \"%s\" failed: %s', node_id, coalesce(error, 'failed')) AS error
+         FROM node_states
          WHERE run_id = $1 AND status = 'FAILED' ORDER BY finished_at, node_id LIMIT 1"
     };
 }

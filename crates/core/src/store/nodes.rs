@@ -6,6 +6,7 @@ use sqlx::types::Json;
 use sqlx::{PgConnection, PgExecutor, Row};
 use uuid::Uuid;
 
+use crate::domain::RunStatus;
 use crate::error::Result;
 
 /// What a worker needs to run a node: the run's facts, the node's plan and the outputs its
@@ -196,17 +197,19 @@ pub async fn agent_run_finish_if_running(
 pub struct Completion {
     /// Dependents that became READY by it.
     pub released: Vec<String>,
-    /// How the run stands after it.
-    pub progress: RunProgress,
+    /// How the run ended, when this completion ended it: its status and how long it took.
+    pub run_finished: Option<(RunStatus, std::time::Duration)>,
 }
 
 /// Closes a RUNNING attempt as COMPLETED, completes its node, counts the completion against
-/// the node's dependents and tells how the run stands, in one round trip (this
-/// runs once per node). `None` means someone else closed the attempt or the node first (a
+/// the node's dependents and finishes the run when no node of it can move any more, in one
+/// round trip (this runs once per node). `None` means someone else closed the attempt or the node first (a
 /// rescuer, a cancel): the caller's result is stale, and nothing was written.
 /// The caller holds the run lock, so the open check cannot miss a concurrent change, and the
 /// dependents' row locks serialize two parents finishing at once, so exactly one of them sees
-/// a dependent's count reach zero.
+/// a dependent's count reach zero. A dependent it releases keeps the run open, so nothing the
+/// caller does after this (claiming that dependent, asking for its approval) can reopen a run
+/// this finished.
 pub async fn node_complete_attempt(
     db: impl PgExecutor<'_>,
     r: &AgentRunResult<'_>,
@@ -236,22 +239,28 @@ pub async fn node_complete_attempt(
                  status = CASE WHEN pending_deps = 1 AND status = 'PENDING' THEN 'READY' ELSE status END,
                  ready_at = CASE WHEN pending_deps = 1 AND status = 'PENDING' THEN clock_timestamp() ELSE ready_at END
              WHERE run_id = $1 AND node_id = ANY($9) AND pending_deps > 0 AND EXISTS (SELECT 1 FROM node)
-             RETURNING node_id, status, pending_deps)
-         SELECT completed, released, open,
-                -- Looked up only when the run is over (a subquery in an untaken CASE branch
-                -- does not run), to tell COMPLETED from FAILED.
-                CASE WHEN completed AND NOT open THEN
-                    (SELECT ARRAY[f.node_id, f.error] FROM (",
-        first_failure!(),
-        ") AS f)
-                END AS first_failure
-         FROM (SELECT EXISTS (SELECT 1 FROM node) AS completed,
-                      ARRAY(SELECT node_id FROM released WHERE status = 'READY' AND pending_deps = 0) AS released,
-                      EXISTS (SELECT 1 FROM node_states
-                              WHERE run_id = $1 AND node_id <> $2 AND status IN ",
+             RETURNING node_id, status, pending_deps),
+         outcome AS (
+             SELECT EXISTS (SELECT 1 FROM node) AS completed,
+                    ARRAY(SELECT node_id FROM released WHERE status = 'READY' AND pending_deps = 0) AS released,
+                    EXISTS (SELECT 1 FROM node_states
+                            WHERE run_id = $1 AND node_id <> $2 AND status IN ",
         open_node_statuses!(),
-        ") AS open
-              ) AS outcome"
+        ") AS open),
+         over AS (SELECT 1 FROM outcome WHERE completed AND NOT open),
+         -- Looked up only when the run is over, to tell COMPLETED from FAILED.
+         failure AS (SELECT f.error FROM (",
+        run_failure!(),
+        ") AS f WHERE EXISTS (SELECT 1 FROM over)),
+         finished AS (
+             UPDATE workflow_runs
+             SET status = CASE WHEN EXISTS (SELECT 1 FROM failure) THEN 'FAILED' ELSE 'COMPLETED' END,
+                 error = (SELECT error FROM failure), finished_at = clock_timestamp()
+             WHERE id = $1 AND status NOT IN ('COMPLETED', 'FAILED', 'CANCELLED')
+               AND EXISTS (SELECT 1 FROM over)
+             RETURNING status, coalesce(started_at, created_at) AS started_at, finished_at, workflow_name)
+         SELECT o.completed, o.released, f.status AS run_status, f.started_at, f.finished_at, f.workflow_name
+         FROM outcome o LEFT JOIN finished f ON true"
     ));
     let row = bind_attempt_result(query, r)
         .bind(dependents)
@@ -260,16 +269,21 @@ pub async fn node_complete_attempt(
     if !row.try_get::<bool, _>("completed")? {
         return Ok(None);
     }
-    let first_failure: Option<Vec<String>> = row.try_get("first_failure")?;
+    let run_finished = match row.try_get::<Option<String>, _>("run_status")? {
+        Some(status) => {
+            let status = super::decode(RunStatus::parse(&status), "run status", &status)?;
+            Some(super::runs::run_finished(
+                status,
+                row.try_get("started_at")?,
+                row.try_get("finished_at")?,
+                row.try_get("workflow_name")?,
+            ))
+        }
+        None => None,
+    };
     Ok(Some(Completion {
         released: row.try_get("released")?,
-        progress: RunProgress {
-            open: row.try_get("open")?,
-            first_failure: first_failure.and_then(|f| match <[String; 2]>::try_from(f) {
-                Ok([node_id, error]) => Some((node_id, error)),
-                Err(_) => None,
-            }),
-        },
+        run_finished,
     }))
 }
 
@@ -341,11 +355,12 @@ pub async fn node_skip_many(
     Ok(done.rows_affected())
 }
 
-/// How a run stands: nodes that may still make progress, and the first node failure if any.
+/// How a run stands: nodes that may still make progress, and the error of the first node
+/// failure if any.
 pub struct RunProgress {
     /// Whether some node may still make progress.
     pub open: bool,
-    pub first_failure: Option<(String, String)>,
+    pub failure: Option<String>,
 }
 
 pub async fn node_progress(conn: &mut PgConnection, run_id: Uuid) -> Result<RunProgress> {
@@ -362,16 +377,16 @@ pub async fn node_progress(conn: &mut PgConnection, run_id: Uuid) -> Result<RunP
     if open {
         return Ok(RunProgress {
             open: true,
-            first_failure: None,
+            failure: None,
         });
     }
-    let failure = sqlx::query(first_failure!())
+    let failure = sqlx::query_scalar(run_failure!())
         .bind(run_id)
         .fetch_optional(&mut *conn)
         .await?;
     Ok(RunProgress {
         open: false,
-        first_failure: failure.map(|r| (r.get("node_id"), r.get("error"))),
+        failure,
     })
 }
 

@@ -274,13 +274,14 @@ pub async fn run_plan(db: impl PgExecutor<'_>, run_id: Uuid) -> Result<RunPlan> 
     Ok(plan.0)
 }
 
-/// Ends a run that is not terminal yet; returns whether it did.
+/// Ends a run that is not terminal yet; when it did, returns `status` and how long the run
+/// took.
 pub async fn run_finish(
     conn: &mut PgConnection,
     run_id: Uuid,
     status: RunStatus,
     error: Option<&str>,
-) -> Result<Option<(DateTime<Utc>, DateTime<Utc>)>> {
+) -> Result<Option<(RunStatus, std::time::Duration)>> {
     let row = sqlx::query(
         "UPDATE workflow_runs SET status = $2, error = $3, finished_at = clock_timestamp()
          WHERE id = $1 AND status NOT IN ('COMPLETED', 'FAILED', 'CANCELLED')
@@ -292,16 +293,28 @@ pub async fn run_finish(
     .fetch_optional(conn)
     .await?;
     let Some(r) = row else { return Ok(None) };
-    let (started, finished): (DateTime<Utc>, DateTime<Utc>) =
-        (r.get("started_at"), r.get("finished_at"));
+    Ok(Some(run_finished(
+        status,
+        r.try_get("started_at")?,
+        r.try_get("finished_at")?,
+        r.try_get("workflow_name")?,
+    )))
+}
+
+/// A run just ended: counts it and tells how long it took. Every statement that ends a run
+/// calls this, whoever ends it (worker, cancel, rescuer, approvals).
+pub(crate) fn run_finished(
+    status: RunStatus,
+    started: DateTime<Utc>,
+    finished: DateTime<Utc>,
+    workflow: String,
+) -> (RunStatus, std::time::Duration) {
     let duration = (finished - started).to_std().unwrap_or_default();
-    let workflow: String = r.get("workflow_name");
-    // Counted where every run ends, whoever ends it (worker, cancel, rescuer, approvals).
     metrics::counter!(crate::telemetry::names::RUNS_FINISHED, "workflow" => workflow.clone(), "status" => status.as_str())
         .increment(1);
     metrics::histogram!(crate::telemetry::names::RUN_DURATION, "workflow" => workflow, "status" => status.as_str())
         .record(duration.as_secs_f64());
-    Ok(Some((started, finished)))
+    (status, duration)
 }
 
 /// The run an earlier trigger with this idempotency key created.
