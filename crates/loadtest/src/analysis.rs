@@ -88,7 +88,7 @@ pub struct Throughput {
     pub runs_per_second: f64,
     pub nodes_per_second: f64,
     /// Median of the per-second node completion counts, leaving out the first and last
-    /// seconds (ramp-up and drain).
+    /// seconds (ramp-up and drain); 0 when the run lasted under five seconds.
     pub steady_nodes_per_second: f64,
     /// Node completions per second since the first trigger.
     pub nodes_timeline: Vec<u64>,

@@ -102,10 +102,16 @@ pub fn markdown(r: &Report) -> String {
         r.started_at
     );
     let t = &r.throughput;
+    // The steady median leaves out the first and last seconds: a shorter run has none.
+    let steady = if t.nodes_timeline.len() > 4 {
+        format!("steady median {:.0} nodes/s", t.steady_nodes_per_second)
+    } else {
+        "too short for a steady median".to_string()
+    };
     let _ = writeln!(
         s,
-        "**Throughput:** {:.1} runs/s, {:.1} nodes/s over {:.2} s (steady median {:.0} nodes/s).\n",
-        t.runs_per_second, t.nodes_per_second, t.window_seconds, t.steady_nodes_per_second
+        "**Throughput:** {:.1} runs/s, {:.1} nodes/s over {:.2} s ({steady}).\n",
+        t.runs_per_second, t.nodes_per_second, t.window_seconds
     );
     s.push_str("| latency (ms) | n | p50 | p95 | p99 | max |\n|---|---|---|---|---|---|\n");
     let l = &r.latencies_ms;
