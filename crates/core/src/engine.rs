@@ -505,8 +505,8 @@ pub enum AttemptEffect {
 #[derive(Debug, Clone)]
 pub struct Recorded {
     pub effect: AttemptEffect,
-    /// The run's final status, when this attempt finished the run.
-    pub run_finished: Option<(RunStatus, Duration)>,
+    /// How the run ended, when this attempt ended it (counted once committed).
+    pub run_finished: Option<runs::RunEnded>,
     /// A dependent this attempt released and that the recording worker now holds, to run
     /// next without a trip through the queue (see [`Continue`]).
     pub next: Option<Box<Claimed>>,
@@ -536,6 +536,7 @@ pub async fn attempt_record(
     let recorded = record_locked(&mut tx, claimed, result, continue_as).await?;
     if recorded.effect != AttemptEffect::Stale {
         tx.commit().await?;
+        recorded.run_finished.iter().for_each(runs::RunEnded::count);
     }
     Ok(recorded)
 }
@@ -583,6 +584,9 @@ pub async fn attempt_record_many(
         recorded[i] = r;
     }
     tx.commit().await?;
+    for r in &recorded {
+        r.run_finished.iter().for_each(runs::RunEnded::count);
+    }
     Ok(recorded)
 }
 
@@ -758,7 +762,7 @@ pub(crate) async fn attempt_record_locked(
 pub(crate) async fn run_finish_if_done(
     tx: &mut sqlx::PgConnection,
     run_id: Uuid,
-) -> Result<Option<(RunStatus, Duration)>> {
+) -> Result<Option<runs::RunEnded>> {
     let progress = nodes::node_progress(tx, run_id).await?;
     if progress.open {
         return Ok(None);
@@ -785,9 +789,10 @@ pub async fn run_cancel(
         return Err(Error::conflict(format!("the run is already {status}")));
     }
     nodes::node_cancel_open(&mut tx, run_id, reason).await?;
-    runs::run_finish(&mut tx, run_id, RunStatus::Cancelled, Some(reason)).await?;
+    let ended = runs::run_finish(&mut tx, run_id, RunStatus::Cancelled, Some(reason)).await?;
     let run = runs::run_find(&mut *tx, run_id).await?;
     tx.commit().await?;
+    ended.iter().for_each(runs::RunEnded::count);
     tracing::info!(run_id = %run_id, "run cancelled");
     Ok(run)
 }
@@ -929,8 +934,9 @@ pub(crate) async fn approval_close(
         nodes::node_skip_many(&mut *tx, run_id, &descendants, &cause).await?;
     }
     runs::run_resume_if_no_approvals(&mut *tx, run_id).await?;
-    run_finish_if_done(&mut tx, run_id).await?;
+    let ended = run_finish_if_done(&mut tx, run_id).await?;
     tx.commit().await?;
+    ended.iter().for_each(runs::RunEnded::count);
     tracing::info!(run_id = %run_id, node_id = %approval.node_id, status = %status, by, "approval decided");
     Ok(true)
 }

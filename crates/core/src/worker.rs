@@ -295,7 +295,10 @@ impl NodeRunner {
             }));
             self.publisher.node(status, body).await;
         }
-        if let Some((status, duration)) = recorded.run_finished {
+        if let Some(store::runs::RunEnded {
+            status, duration, ..
+        }) = recorded.run_finished.take()
+        {
             tracing::info!(run_id = %job.run_id, status = %status, duration_ms = duration.as_millis() as u64, "run finished");
             let body = lifecycle(json!({
                 "runId": job.run_id, "workflowId": claimed.workflow_id, "workflowName": claimed.workflow_name,

@@ -122,6 +122,7 @@ async fn rescue_expired_lease(pool: &PgPool, lease: &nodes::ExpiredLease) -> Res
         engine::attempt_record_locked(&mut tx, &job, &node, lease.attempt_base, &result, None)
             .await?;
     tx.commit().await?;
+    recorded.run_finished.iter().for_each(runs::RunEnded::count);
     tracing::warn!(
         run_id = %job.run_id, node_id = %job.node_id, attempt = job.attempt, worker = holder,
         effect = ?recorded.effect, "rescuer took back a node from a lost worker"
@@ -134,8 +135,9 @@ async fn finish_run(pool: &PgPool, run_id: Uuid) -> Result<bool> {
     runs::run_lock(&mut tx, run_id).await?;
     let finished = engine::run_finish_if_done(&mut tx, run_id).await?;
     tx.commit().await?;
-    if let Some((status, _)) = finished {
-        tracing::warn!(run_id = %run_id, status = %status, "rescuer finished a run whose nodes were all done");
+    if let Some(ended) = &finished {
+        ended.count();
+        tracing::warn!(run_id = %run_id, status = %ended.status, "rescuer finished a run whose nodes were all done");
     }
     Ok(finished.is_some())
 }
@@ -195,8 +197,9 @@ async fn unstall_run(pool: &PgPool, run_id: Uuid) -> Result<bool> {
     .await?;
     let dispatch = ready.iter().map(|(id, _)| id.clone()).collect();
     engine::dispatch_ready(&mut tx, run_id, dispatch, Some(&plan)).await?;
-    engine::run_finish_if_done(&mut tx, run_id).await?;
+    let ended = engine::run_finish_if_done(&mut tx, run_id).await?;
     tx.commit().await?;
+    ended.iter().for_each(runs::RunEnded::count);
     let repaired = !ready.is_empty() || !skip.is_empty();
     if repaired {
         tracing::warn!(run_id = %run_id, ready = ?ready, skipped = ?skip, "rescuer moved a stalled run");

@@ -88,7 +88,8 @@ pub enum Claim {
 /// Moves a READY node to RUNNING for `r.attempt` and records the attempt's start with its
 /// rendered input, in one statement (this runs once per node): if and only if the node is
 /// still waiting for exactly that attempt, its run is still going, and the run is still in
-/// `generation`, the one the input was rendered for.
+/// `generation`, the one the input was rendered for. Its times are `clock_timestamp()`: this
+/// may run inside a recording batch, whose transaction (and `now()`) began earlier.
 pub async fn node_claim(
     db: impl PgExecutor<'_>,
     r: &NewAgentRun<'_>,
@@ -98,8 +99,8 @@ pub async fn node_claim(
     let row = sqlx::query(
         "WITH claimed AS (
              UPDATE node_states n
-             SET status = 'RUNNING', attempts = $6, started_at = coalesce(n.started_at, now()),
-                 locked_by = $8, lease_expires_at = now() + make_interval(secs => $10 / 1000.0)
+             SET status = 'RUNNING', attempts = $6, started_at = coalesce(n.started_at, clock_timestamp()),
+                 locked_by = $8, lease_expires_at = clock_timestamp() + make_interval(secs => $10 / 1000.0)
              FROM workflow_runs r
              WHERE n.run_id = $2 AND n.node_id = $3 AND n.status = 'READY' AND n.attempts = $6 - 1
                AND r.id = n.run_id AND r.status IN ('PENDING', 'RUNNING', 'WAITING_APPROVAL')
@@ -197,8 +198,8 @@ pub async fn agent_run_finish_if_running(
 pub struct Completion {
     /// Dependents that became READY by it.
     pub released: Vec<String>,
-    /// How the run ended, when this completion ended it: its status and how long it took.
-    pub run_finished: Option<(RunStatus, std::time::Duration)>,
+    /// How the run ended, when this completion ended it.
+    pub run_finished: Option<super::runs::RunEnded>,
 }
 
 /// Closes a RUNNING attempt as COMPLETED, completes its node, counts the completion against
@@ -228,7 +229,7 @@ pub async fn node_complete_attempt(
         attempt_finish!(),
         " AND EXISTS (SELECT 1 FROM current) RETURNING 1),
          node AS (
-             UPDATE node_states SET status = 'COMPLETED', output = $5, error = NULL, finished_at = now(),
+             UPDATE node_states SET status = 'COMPLETED', output = $5, error = NULL, finished_at = clock_timestamp(),
                     locked_by = NULL, lease_expires_at = NULL
              WHERE run_id = $1 AND node_id = $2 AND status = 'RUNNING' AND attempts = $3
                AND EXISTS (SELECT 1 FROM attempt)
@@ -272,7 +273,7 @@ pub async fn node_complete_attempt(
     let run_finished = match row.try_get::<Option<String>, _>("run_status")? {
         Some(status) => {
             let status = super::decode(RunStatus::parse(&status), "run status", &status)?;
-            Some(super::runs::run_finished(
+            Some(super::runs::RunEnded::new(
                 status,
                 row.try_get("started_at")?,
                 row.try_get("finished_at")?,
@@ -298,7 +299,7 @@ pub async fn node_retry_if_running(
     error: &str,
 ) -> Result<bool> {
     let done = sqlx::query(
-        "UPDATE node_states SET status = 'READY', ready_at = now() + make_interval(secs => $4),
+        "UPDATE node_states SET status = 'READY', ready_at = clock_timestamp() + make_interval(secs => $4),
                 error = $5, locked_by = NULL, lease_expires_at = NULL
          WHERE run_id = $1 AND node_id = $2 AND status = 'RUNNING' AND attempts = $3",
     )
@@ -321,7 +322,7 @@ pub async fn node_fail_if_running(
     error: &str,
 ) -> Result<bool> {
     let done = sqlx::query(
-        "UPDATE node_states SET status = 'FAILED', error = $4, finished_at = now(), locked_by = NULL, lease_expires_at = NULL
+        "UPDATE node_states SET status = 'FAILED', error = $4, finished_at = clock_timestamp(), locked_by = NULL, lease_expires_at = NULL
          WHERE run_id = $1 AND node_id = $2 AND status = 'RUNNING' AND attempts = $3",
     )
     .bind(run_id)

@@ -274,14 +274,13 @@ pub async fn run_plan(db: impl PgExecutor<'_>, run_id: Uuid) -> Result<RunPlan> 
     Ok(plan.0)
 }
 
-/// Ends a run that is not terminal yet; when it did, returns `status` and how long the run
-/// took.
+/// Ends a run that is not terminal yet; returns how, when it did.
 pub async fn run_finish(
     conn: &mut PgConnection,
     run_id: Uuid,
     status: RunStatus,
     error: Option<&str>,
-) -> Result<Option<(RunStatus, std::time::Duration)>> {
+) -> Result<Option<RunEnded>> {
     let row = sqlx::query(
         "UPDATE workflow_runs SET status = $2, error = $3, finished_at = clock_timestamp()
          WHERE id = $1 AND status NOT IN ('COMPLETED', 'FAILED', 'CANCELLED')
@@ -293,7 +292,7 @@ pub async fn run_finish(
     .fetch_optional(conn)
     .await?;
     let Some(r) = row else { return Ok(None) };
-    Ok(Some(run_finished(
+    Ok(Some(RunEnded::new(
         status,
         r.try_get("started_at")?,
         r.try_get("finished_at")?,
@@ -301,20 +300,39 @@ pub async fn run_finish(
     )))
 }
 
-/// A run just ended: counts it and tells how long it took. Every statement that ends a run
-/// calls this, whoever ends it (worker, cancel, rescuer, approvals).
-pub(crate) fn run_finished(
-    status: RunStatus,
-    started: DateTime<Utc>,
-    finished: DateTime<Utc>,
+/// A run a statement ended: how, and how long it took.
+#[derive(Debug, Clone)]
+#[must_use = "a run that ended is counted (RunEnded::count) once its transaction commits"]
+pub struct RunEnded {
+    pub status: RunStatus,
+    pub duration: std::time::Duration,
     workflow: String,
-) -> (RunStatus, std::time::Duration) {
-    let duration = (finished - started).to_std().unwrap_or_default();
-    metrics::counter!(crate::telemetry::names::RUNS_FINISHED, "workflow" => workflow.clone(), "status" => status.as_str())
-        .increment(1);
-    metrics::histogram!(crate::telemetry::names::RUN_DURATION, "workflow" => workflow, "status" => status.as_str())
-        .record(duration.as_secs_f64());
-    (status, duration)
+}
+
+impl RunEnded {
+    pub(crate) fn new(
+        status: RunStatus,
+        started: DateTime<Utc>,
+        finished: DateTime<Utc>,
+        workflow: String,
+    ) -> RunEnded {
+        RunEnded {
+            status,
+            duration: (finished - started).to_std().unwrap_or_default(),
+            workflow,
+        }
+    }
+
+    /// Counts the run in the run metrics. Called after the commit, by whoever ended the run
+    /// (worker, cancel, rescuer, approvals): a transaction that rolls back, such as a
+    /// recording batch that is then recorded attempt by attempt, must not count its runs.
+    pub fn count(&self) {
+        let status = self.status.as_str();
+        metrics::counter!(crate::telemetry::names::RUNS_FINISHED, "workflow" => self.workflow.clone(), "status" => status)
+            .increment(1);
+        metrics::histogram!(crate::telemetry::names::RUN_DURATION, "workflow" => self.workflow.clone(), "status" => status)
+            .record(self.duration.as_secs_f64());
+    }
 }
 
 /// The run an earlier trigger with this idempotency key created.
