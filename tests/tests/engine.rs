@@ -678,7 +678,7 @@ async fn lease_renewals_and_batched_recordings_do_not_deadlock() {
         1,
         &[
             ("ORCH_WORKER_CONCURRENCY", "64"),
-            ("ORCH_LEASE_TTL_MS", "500"),
+            ("ORCH_LEASE_TTL_MS", "1000"),
         ],
     )
     .await;
