@@ -13,6 +13,21 @@ macro_rules! open_node_statuses {
     };
 }
 
+/// Run statuses after which a run no longer changes: a statement ending a run leaves runs in
+/// them alone.
+macro_rules! ended_run_statuses {
+    () => {
+        "('COMPLETED', 'FAILED', 'CANCELLED')"
+    };
+}
+
+/// What a statement ending a run returns about it, as `runs::RunEnded::from_row` reads it.
+macro_rules! run_ended_columns {
+    () => {
+        "status, coalesce(started_at, created_at) AS started_at, finished_at, workflow_name"
+    };
+}
+
 /// The error a FAILED run reports, from its first failed node, as `error` (no row: no node
 /// of run `$1` failed).
 macro_rules! run_failure {

@@ -6,7 +6,6 @@ use sqlx::types::Json;
 use sqlx::{PgConnection, PgExecutor, Row};
 use uuid::Uuid;
 
-use crate::domain::RunStatus;
 use crate::error::Result;
 
 /// What a worker needs to run a node: the run's facts, the node's plan and the outputs its
@@ -257,10 +256,12 @@ pub async fn node_complete_attempt(
              UPDATE workflow_runs
              SET status = CASE WHEN EXISTS (SELECT 1 FROM failure) THEN 'FAILED' ELSE 'COMPLETED' END,
                  error = (SELECT error FROM failure), finished_at = clock_timestamp()
-             WHERE id = $1 AND status NOT IN ('COMPLETED', 'FAILED', 'CANCELLED')
-               AND EXISTS (SELECT 1 FROM over)
-             RETURNING status, coalesce(started_at, created_at) AS started_at, finished_at, workflow_name)
-         SELECT o.completed, o.released, f.status AS run_status, f.started_at, f.finished_at, f.workflow_name
+             WHERE id = $1 AND EXISTS (SELECT 1 FROM over) AND status NOT IN ",
+        ended_run_statuses!(),
+        " RETURNING ",
+        run_ended_columns!(),
+        ")
+         SELECT o.completed, o.released, f.*
          FROM outcome o LEFT JOIN finished f ON true"
     ));
     let row = bind_attempt_result(query, r)
@@ -270,16 +271,9 @@ pub async fn node_complete_attempt(
     if !row.try_get::<bool, _>("completed")? {
         return Ok(None);
     }
-    let run_finished = match row.try_get::<Option<String>, _>("run_status")? {
-        Some(status) => {
-            let status = super::decode(RunStatus::parse(&status), "run status", &status)?;
-            Some(super::runs::RunEnded::new(
-                status,
-                row.try_get("started_at")?,
-                row.try_get("finished_at")?,
-                row.try_get("workflow_name")?,
-            ))
-        }
+    // The finished columns are NULL when this completion did not end the run.
+    let run_finished = match row.try_get::<Option<String>, _>("status")? {
+        Some(_) => Some(super::runs::RunEnded::from_row(&row)?),
         None => None,
     };
     Ok(Some(Completion {

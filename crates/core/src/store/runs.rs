@@ -281,23 +281,19 @@ pub async fn run_finish(
     status: RunStatus,
     error: Option<&str>,
 ) -> Result<Option<RunEnded>> {
-    let row = sqlx::query(
+    let row = sqlx::query(concat!(
         "UPDATE workflow_runs SET status = $2, error = $3, finished_at = clock_timestamp()
-         WHERE id = $1 AND status NOT IN ('COMPLETED', 'FAILED', 'CANCELLED')
-         RETURNING coalesce(started_at, created_at) AS started_at, finished_at, workflow_name",
-    )
+         WHERE id = $1 AND status NOT IN ",
+        ended_run_statuses!(),
+        " RETURNING ",
+        run_ended_columns!()
+    ))
     .bind(run_id)
     .bind(status.as_str())
     .bind(error)
     .fetch_optional(conn)
     .await?;
-    let Some(r) = row else { return Ok(None) };
-    Ok(Some(RunEnded::new(
-        status,
-        r.try_get("started_at")?,
-        r.try_get("finished_at")?,
-        r.try_get("workflow_name")?,
-    )))
+    row.as_ref().map(RunEnded::from_row).transpose()
 }
 
 /// A run a statement ended: how, and how long it took.
@@ -310,17 +306,16 @@ pub struct RunEnded {
 }
 
 impl RunEnded {
-    pub(crate) fn new(
-        status: RunStatus,
-        started: DateTime<Utc>,
-        finished: DateTime<Utc>,
-        workflow: String,
-    ) -> RunEnded {
-        RunEnded {
-            status,
+    /// Reads the columns `run_ended_columns!` names.
+    pub(crate) fn from_row(r: &PgRow) -> Result<RunEnded> {
+        let status: String = r.try_get("status")?;
+        let started: DateTime<Utc> = r.try_get("started_at")?;
+        let finished: DateTime<Utc> = r.try_get("finished_at")?;
+        Ok(RunEnded {
+            status: super::decode(RunStatus::parse(&status), "run status", &status)?,
             duration: (finished - started).to_std().unwrap_or_default(),
-            workflow,
-        }
+            workflow: r.try_get("workflow_name")?,
+        })
     }
 
     /// Counts the run in the run metrics. Called after the commit, by whoever ended the run
