@@ -394,26 +394,28 @@ impl NodeRunner {
         &self,
         attempt: &Arc<(Claimed, AttemptResult)>,
     ) -> crate::error::Result<engine::Recorded> {
-        let in_flight = Busy::enter(&self.recording);
-        if in_flight.before < RECORDERS {
-            metrics::histogram!(names::RECORD_BATCH_SIZE).record(1.0);
-            let continue_as = self.continue_as();
-            return engine::attempt_record(&self.pool, &attempt.0, &attempt.1, continue_as).await;
+        let mut in_flight = Busy::enter(&self.recording);
+        if in_flight.before >= RECORDERS {
+            drop(in_flight);
+            let (reply, answer) = oneshot::channel();
+            let sent = self.to_record.send(ToRecord {
+                attempt: attempt.clone(),
+                reply,
+            });
+            if sent.is_ok()
+                && let Ok(recorded) = answer.await
+            {
+                return recorded;
+            }
+            // The recording tasks are gone (only if one panicked): record it here.
+            in_flight = Busy::enter(&self.recording);
         }
-        drop(in_flight);
-        let (reply, answer) = oneshot::channel();
-        let sent = self.to_record.send(ToRecord {
-            attempt: attempt.clone(),
-            reply,
-        });
-        if sent.is_ok()
-            && let Ok(recorded) = answer.await
-        {
-            return recorded;
-        }
-        // The recording tasks are gone (only if one panicked): record it here.
+        metrics::histogram!(names::RECORD_BATCH_SIZE).record(1.0);
         let continue_as = self.continue_as();
-        engine::attempt_record(&self.pool, &attempt.0, &attempt.1, continue_as).await
+        let recorded =
+            engine::attempt_record(&self.pool, &attempt.0, &attempt.1, continue_as).await;
+        drop(in_flight);
+        recorded
     }
 
     fn continue_as(&self) -> Option<engine::Continue<'_>> {
@@ -464,7 +466,7 @@ async fn record_batches(
     draining: CancellationToken,
 ) {
     loop {
-        let mut batch = {
+        let batch = {
             let mut queue = queue.lock().await;
             let Some(first) = queue.recv().await else {
                 return;
@@ -480,32 +482,27 @@ async fn record_batches(
         let _busy = Busy::enter(&recording);
         metrics::histogram!(names::RECORD_BATCH_SIZE).record(batch.len() as f64);
         let continue_as = continue_as(&draining, &worker, lease);
-        if batch.len() == 1 {
-            let one = batch.pop().expect("one attempt");
-            let (claimed, result) = &*one.attempt;
-            let recorded = engine::attempt_record(&pool, claimed, result, continue_as).await;
-            let _ = one.reply.send(recorded);
-            continue;
+        if batch.len() > 1 {
+            let attempts: Vec<(&Claimed, &AttemptResult)> =
+                batch.iter().map(|t| (&t.attempt.0, &t.attempt.1)).collect();
+            match engine::attempt_record_many(&pool, &attempts, continue_as).await {
+                Ok(recorded) => {
+                    drop(attempts);
+                    for (to, recorded) in batch.into_iter().zip(recorded) {
+                        let _ = to.reply.send(Ok(recorded));
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, attempts = batch.len(), "recording a batch failed; recording its attempts one by one")
+                }
+            }
         }
-        let attempts: Vec<(&Claimed, &AttemptResult)> =
-            batch.iter().map(|t| (&t.attempt.0, &t.attempt.1)).collect();
-        match engine::attempt_record_many(&pool, &attempts, continue_as).await {
-            Ok(recorded) => {
-                drop(attempts);
-                for (to, recorded) in batch.into_iter().zip(recorded) {
-                    let _ = to.reply.send(Ok(recorded));
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, attempts = batch.len(), "recording a batch failed; recording its attempts one by one");
-                drop(attempts);
-                for to in batch {
-                    let (claimed, result) = &*to.attempt;
-                    let recorded =
-                        engine::attempt_record(&pool, claimed, result, continue_as).await;
-                    let _ = to.reply.send(recorded);
-                }
-            }
+        // A batch of one needs neither the batch's run-lock statement nor its savepoints.
+        for to in batch {
+            let (claimed, result) = &*to.attempt;
+            let recorded = engine::attempt_record(&pool, claimed, result, continue_as).await;
+            let _ = to.reply.send(recorded);
         }
     }
 }
