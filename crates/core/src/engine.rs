@@ -39,6 +39,32 @@ pub struct TriggerRequest<'a> {
     pub actor: Option<&'a str>,
 }
 
+impl TriggerRequest<'_> {
+    /// The run this request starts, from version `version` of its workflow planned as `plan`.
+    fn new_run<'r>(
+        &'r self,
+        id: Uuid,
+        version: i32,
+        workflow_name: &'r str,
+        plan: &'r crate::domain::RunPlan,
+        traceparent: Option<&'r str>,
+    ) -> runs::NewRun<'r> {
+        runs::NewRun {
+            id,
+            project_id: self.project_id,
+            workflow_id: self.workflow_id,
+            workflow_version: version,
+            workflow_name,
+            plan,
+            trigger: self.trigger,
+            context: &self.context,
+            idempotency_key: self.idempotency_key,
+            triggered_by: self.actor,
+            traceparent,
+        }
+    }
+}
+
 /// Plans of the workflows this process triggered, each with what it was planned from. A
 /// trigger whose workflow and agents are unchanged since is then one statement, which checks
 /// that they are while it inserts (see [`runs::run_insert_if_current`]); otherwise it plans
@@ -94,19 +120,13 @@ pub async fn run_trigger(
             let traceparent = crate::telemetry::traceparent_of(&tracing::Span::current());
             let run = runs::run_insert_if_current(
                 pool,
-                &runs::NewRun {
-                    id: Uuid::now_v7(),
-                    project_id: req.project_id,
-                    workflow_id: req.workflow_id,
-                    workflow_version: cached.workflow_version,
-                    workflow_name: &cached.workflow_name,
-                    plan: &cached.plan,
-                    trigger: req.trigger,
-                    context: &req.context,
-                    idempotency_key: req.idempotency_key,
-                    triggered_by: req.actor,
-                    traceparent: traceparent.as_deref(),
-                },
+                &req.new_run(
+                    Uuid::now_v7(),
+                    cached.workflow_version,
+                    &cached.workflow_name,
+                    &cached.plan,
+                    traceparent.as_deref(),
+                ),
                 &runs::PlannedFrom {
                     agents: &cached.agents,
                 },
@@ -205,19 +225,13 @@ async fn run_create_planned(
     let traceparent = crate::telemetry::traceparent_of(&tracing::Span::current());
     let summary = runs::run_insert(
         tx,
-        &runs::NewRun {
-            id: run_id,
-            project_id: req.project_id,
-            workflow_id: req.workflow_id,
-            workflow_version: workflow.version,
-            workflow_name: &workflow.name,
-            plan: &plan,
-            trigger: req.trigger,
-            context: &req.context,
-            idempotency_key: req.idempotency_key,
-            triggered_by: req.actor,
-            traceparent: traceparent.as_deref(),
-        },
+        &req.new_run(
+            run_id,
+            workflow.version,
+            &workflow.name,
+            &plan,
+            traceparent.as_deref(),
+        ),
     )
     .await?;
     // The insert made the other roots READY and woke the workers.
