@@ -26,6 +26,19 @@ pub struct LocalConfig {
     pub env: Vec<(String, String)>,
 }
 
+impl LocalConfig {
+    /// The URL of database `name` on the server: `pg` may carry options after `?`
+    /// (`?sslmode=disable`), which stay after the database name.
+    fn database_url(&self, name: &str) -> String {
+        match self.pg.split_once('?') {
+            Some((server, options)) => {
+                format!("{}/{name}?{options}", server.trim_end_matches('/'))
+            }
+            None => format!("{}/{name}", self.pg.trim_end_matches('/')),
+        }
+    }
+}
+
 /// One child process, its recent output kept for error reports.
 pub struct Proc {
     pub name: String,
@@ -159,7 +172,7 @@ impl Local {
             "orch_loadtest_{}",
             &uuid::Uuid::new_v4().simple().to_string()[..12]
         );
-        let mut admin = sqlx::PgConnection::connect(&format!("{}/postgres", config.pg))
+        let mut admin = sqlx::PgConnection::connect(&config.database_url("postgres"))
             .await
             .with_context(|| format!("connecting to {}", config.pg))?;
         // The name is ours: a fixed prefix and hex digits.
@@ -167,7 +180,7 @@ impl Local {
             .execute(&mut admin)
             .await
             .context("creating the load-test database")?;
-        let database_url = format!("{}/{db_name}", config.pg);
+        let database_url = config.database_url(&db_name);
         let mut local = Local {
             config,
             token: format!("loadtest-admin-{}", uuid::Uuid::new_v4().simple()),
@@ -200,9 +213,13 @@ impl Local {
             .env("ORCH_ADMIN_TOKEN", &self.token)
             .env_remove("ORCH_AUTH_DISABLED")
             .env_remove("NATS_URL");
-        if std::env::var_os("RUST_LOG").is_none() {
-            cmd.env("RUST_LOG", "info");
-        }
+        // The harness waits for the "listening" and "worker started" lines: a RUST_LOG that
+        // hides them must not leave it waiting, so those two targets always log at info.
+        let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
+        cmd.env(
+            "RUST_LOG",
+            format!("{filter},orchestration_api=info,orchestration_core::worker=info"),
+        );
         for (k, v) in &self.config.env {
             cmd.env(k, v);
         }
@@ -254,8 +271,7 @@ impl Local {
             eprintln!("kept database {}", self.database_url);
             return Ok(());
         }
-        let mut admin =
-            sqlx::PgConnection::connect(&format!("{}/postgres", self.config.pg)).await?;
+        let mut admin = sqlx::PgConnection::connect(&self.config.database_url("postgres")).await?;
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "DROP DATABASE IF EXISTS {} WITH (FORCE)",
             self.db_name

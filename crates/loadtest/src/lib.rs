@@ -88,7 +88,8 @@ pub struct Args {
     /// Where report.json, report.md and report.svg go.
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// PostgreSQL server for the local deployment (a URL without database).
+    /// PostgreSQL server for the local deployment: a URL without database, options after `?`
+    /// (`?sslmode=disable` spares TLS on a loopback connection).
     #[arg(
         long,
         env = "ORCH_LOADTEST_PG",
