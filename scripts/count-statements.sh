@@ -47,6 +47,19 @@ count() {
 }
 total=$(count "")
 transactions=$(count "AND query IN ('BEGIN', 'COMMIT')")
+# COUNT_TOP=n also lists the n statements run most often, to show where the round trips go
+# (taken now: the harness drops its database when it ends).
+if [ "${COUNT_TOP:-0}" -gt 0 ]; then
+    "${psql[@]}" -F $'\t' -c "SELECT sum(calls), round(sum(total_exec_time)::numeric, 1),
+                                      left(regexp_replace(query, '\s+', ' ', 'g'), 160)
+                               FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
+                               WHERE d.datname LIKE 'orch_loadtest%'
+                               GROUP BY query ORDER BY 1 DESC LIMIT ${COUNT_TOP}" >"$dir/top"
+fi
 wait "$harness"
 nodes=$(python3 -c "import json,sys; t=json.load(open(sys.argv[1]))['throughput']; print(round(t['nodesPerSecond']*t['windowSeconds']))" "$dir/report/report.json")
 echo "statements: $total (BEGIN/COMMIT: $transactions) for $nodes nodes: $(python3 -c "print(round($total / $nodes, 2))") per node"
+if [ -s "$dir/top" ]; then
+    echo "per node | ms per 1000 nodes | statement"
+    awk -F'\t' -v n="$nodes" '{ printf "%8.2f | %8.1f | %s\n", $1 / n, $2 / n * 1000, $3 }' "$dir/top"
+fi
