@@ -710,3 +710,56 @@ async fn lease_renewals_and_batched_recordings_do_not_deadlock() {
     assert!(!logs.contains("deadlock"), "{logs}");
     assert!(!logs.contains("taken away"), "{logs}");
 }
+
+/// Each trigger notifies every worker. A worker that claimed a moment ago waits out the claim
+/// gap and then takes, in one claim, every node those notifications announced, instead of one
+/// claim per notification; the notifications it has read meanwhile wake it no more.
+#[tokio::test]
+async fn one_claim_takes_the_nodes_of_several_notifications() {
+    let mut app = TestApp::spawn_with(
+        1,
+        &[
+            ("ORCH_CLAIM_GAP_MS", "400"),
+            ("ORCH_WORKER_CONCURRENCY", "16"),
+        ],
+    )
+    .await;
+    let id = &app
+        .create_builtin_agent("builtin", &["noop"], json!({}))
+        .await;
+    let wf = app
+        .create_workflow(
+            json!({"name": "one", "nodes": [{"id": "a", "agentId": id, "action": "noop"}]}),
+        )
+        .await;
+    let first = app.trigger(&wf, json!({})).await;
+    app.wait_for_run(&first, RUN_TIMEOUT).await;
+    // The first run was claimed (and finished) within the last 400 ms; these five come
+    // inside the gap that follows.
+    let mut runs = Vec::new();
+    for _ in 0..5 {
+        runs.push(app.trigger(&wf, json!({})).await);
+    }
+    for run_id in &runs {
+        let run = app.wait_for_run(run_id, RUN_TIMEOUT).await;
+        assert_eq!(run["status"], "COMPLETED", "{run:#}");
+        assert_eq!(agent_runs(&run, "a").len(), 1, "{run:#}");
+    }
+
+    let metrics = app.worker_metrics(0).await;
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name).map(|v| v.trim().parse().unwrap()))
+            .unwrap_or_else(|| panic!("{name} missing:\n{metrics}"))
+    };
+    let nodes = value("orchestration_claim_size_sum");
+    let claims = value("orchestration_claim_size_count");
+    let empty = value("orchestration_claim_size_bucket{le=\"0\"}");
+    assert_eq!(nodes, 6.0, "{metrics}");
+    assert!(
+        claims - empty <= 3.0,
+        "{} claims took the 6 nodes:\n{metrics}",
+        claims - empty
+    );
+}

@@ -39,6 +39,11 @@ pub struct WorkerArgs {
     /// backoff ran out); nodes made READY wake workers at once by LISTEN/NOTIFY.
     #[arg(long, env = "ORCH_POLL_INTERVAL_MS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(10..=60_000))]
     pub poll_interval_ms: u64,
+    /// The least time between two claims woken by notifications, so that under load one claim
+    /// takes the nodes of several triggers; an idle worker claims at once. 0 claims on every
+    /// notification.
+    #[arg(long, env = "ORCH_CLAIM_GAP_MS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=1_000))]
+    pub claim_gap_ms: u64,
     /// How long a worker's hold on a running node lasts without renewal; a worker that dies
     /// loses its nodes to the rescuer this long after its last renewal.
     #[arg(long, env = "ORCH_LEASE_TTL_MS", default_value_t = 8_000, value_parser = clap::value_parser!(u64).range(500..=3_600_000))]

@@ -13,6 +13,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt as _;
 use futures::future::BoxFuture;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
@@ -50,6 +51,11 @@ pub struct ConsumerConfig {
     /// How often an idle worker looks for jobs that became due without a notification
     /// (retries whose backoff ran out, notifications missed while reconnecting).
     pub poll_interval: Duration,
+    /// The least time between two claims a notification wakes. Under load every trigger
+    /// notifies every worker, and a claim per notification takes one node at best (the other
+    /// workers find none); waiting this long after the last claim lets the nodes of several
+    /// notifications go in one claim. An idle worker, whose last claim is older, claims at once.
+    pub claim_gap: Duration,
     /// How long in-flight jobs may take to finish after shutdown starts.
     pub shutdown_grace: Duration,
 }
@@ -78,6 +84,7 @@ pub async fn consume<C: Consumer>(
     let mut wakeups = Wakeups::connect(pool).await;
     let mut running = JoinSet::new();
     let mut drained = false;
+    let mut last_claim = tokio::time::Instant::now() - config.claim_gap;
     loop {
         while running.try_join_next().is_some() {}
         if drained {
@@ -85,6 +92,11 @@ pub async fn consume<C: Consumer>(
                 _ = stop.cancelled() => break,
                 _ = wakeups.wait(config.poll_interval) => {}
             }
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep_until(last_claim + config.claim_gap) => {}
+            }
+            wakeups.drain();
         }
         let first = tokio::select! {
             biased;
@@ -96,6 +108,7 @@ pub async fn consume<C: Consumer>(
             permits.push(p);
         }
         let asked = permits.len();
+        last_claim = tokio::time::Instant::now();
         let jobs = match consumer.claim(asked).await {
             Ok(jobs) => jobs,
             Err(e) => {
@@ -162,6 +175,25 @@ impl Wakeups {
         }
     }
 
+    /// Forgets the notifications that have arrived, read or still in the socket: the claim
+    /// about to be made serves them all.
+    fn drain(&mut self) {
+        let Some(listener) = self.listener.as_mut() else {
+            return;
+        };
+        loop {
+            match listener.recv().now_or_never() {
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "lost the notification connection; reconnecting");
+                    self.listener = None;
+                    return;
+                }
+                None => return,
+            }
+        }
+    }
+
     /// Returns when a node became READY, or after `timeout` at the latest.
     async fn wait(&mut self, timeout: Duration) {
         let Some(listener) = self.listener.as_mut() else {
@@ -170,8 +202,7 @@ impl Wakeups {
             return;
         };
         match tokio::time::timeout(timeout, listener.recv()).await {
-            // One claim serves every notification that has arrived meanwhile.
-            Ok(Ok(_)) => while listener.next_buffered().is_some() {},
+            Ok(Ok(_)) => self.drain(),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "lost the notification connection; reconnecting");
                 self.listener = None;

@@ -527,6 +527,7 @@ impl Consumer for NodeRunner {
                 return Ok(Vec::new());
             }
             let claimed = engine::claim_due(&self.pool, &self.name, self.lease, limit).await?;
+            metrics::histogram!(names::CLAIM_SIZE).record(claimed.len() as f64);
             for c in &claimed {
                 self.hold(&c.job);
             }
@@ -600,6 +601,7 @@ pub async fn run(
     let config = ConsumerConfig {
         concurrency: args.worker_concurrency as usize,
         poll_interval: Duration::from_millis(args.poll_interval_ms),
+        claim_gap: Duration::from_millis(args.claim_gap_ms),
         // Past the grace period, interrupted attempts still need a moment to be recorded.
         shutdown_grace: grace + Duration::from_secs(10),
     };
