@@ -46,9 +46,7 @@ struct ToRecord {
     reply: oneshot::Sender<crate::error::Result<engine::Recorded>>,
 }
 
-/// Recording tasks per worker, and the recordings in flight past which a finished attempt
-/// waits for one of them instead of being recorded at once: each records a batch while the
-/// next one gathers.
+/// Recording tasks per worker: each records a batch while the next one gathers.
 const RECORDERS: usize = 2;
 /// The most attempts one recording transaction takes: a bound on how long it holds the
 /// locks of its runs.
@@ -387,15 +385,17 @@ impl NodeRunner {
         }
     }
 
-    /// Records the attempt right here while few recordings are in flight, which keeps an idle
-    /// worker's step latency free of a hand-over. Under load, hands it to the recording
-    /// tasks, which record it together with the other attempts that finished meanwhile.
+    /// Records the attempt right here when no other recording is in flight, which keeps an
+    /// idle worker's step latency free of a hand-over. Otherwise hands it to the recording
+    /// tasks, which record it together with the other attempts that finished meanwhile (with
+    /// two direct recordings allowed in flight, the throughput scenario ran 4 % slower:
+    /// 1010/992/1109 against 1048/1054/1099 nodes/s).
     async fn record(
         &self,
         attempt: &Arc<(Claimed, AttemptResult)>,
     ) -> crate::error::Result<engine::Recorded> {
         let mut in_flight = Busy::enter(&self.recording);
-        if in_flight.before >= RECORDERS {
+        if in_flight.before > 0 {
             drop(in_flight);
             let (reply, answer) = oneshot::channel();
             let sent = self.to_record.send(ToRecord {
