@@ -383,15 +383,20 @@ impl Claimed {
 }
 
 /// Takes up to `limit` due nodes for `worker` (see [`queue::queue_claim_due`]) and renders
-/// their inputs: two statements for the whole batch.
+/// their inputs: two statements and one commit for the whole batch. The attempts and their
+/// inputs are written together, so an attempt never shows without its input, and a failure
+/// before the commit leaves the nodes READY for the next claim.
 pub async fn claim_due(
     pool: &PgPool,
     worker: &str,
     lease: Duration,
     limit: usize,
 ) -> Result<Vec<Claimed>> {
-    let taken = queue::queue_claim_due(pool, worker, limit, lease.as_millis() as i64).await?;
+    let mut tx = pool.begin().await?;
+    let taken = queue::queue_claim_due(&mut *tx, worker, limit, lease.as_millis() as i64).await?;
     if taken.is_empty() {
+        // Nothing was locked or written: there is nothing to commit.
+        tx.rollback().await?;
         return Ok(Vec::new());
     }
     let claimed: Vec<(Uuid, Claimed)> = taken
@@ -412,10 +417,8 @@ pub async fn claim_due(
         .iter()
         .filter_map(|(id, c)| c.inputs.as_ref().ok().map(|v| (*id, v)))
         .collect();
-    // The nodes are ours now: a failed audit write must not strand them.
-    if let Err(e) = queue::queue_attempt_inputs(pool, &inputs).await {
-        tracing::warn!(error = %e, "could not record the inputs of claimed attempts");
-    }
+    queue::queue_attempt_inputs(&mut *tx, &inputs).await?;
+    tx.commit().await?;
     Ok(claimed.into_iter().map(|(_, c)| c).collect())
 }
 
