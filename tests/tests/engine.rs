@@ -763,3 +763,54 @@ async fn one_claim_takes_the_nodes_of_several_notifications() {
         claims - empty
     );
 }
+
+/// A workflow's history filtered by status: a run is listed under RUNNING while it runs, and
+/// under COMPLETED (and no longer RUNNING) once it is done, among many finished runs.
+#[tokio::test]
+async fn runs_listed_by_status_follow_the_run() {
+    let app = TestApp::spawn(1).await;
+    let id = &app
+        .create_builtin_agent("builtin", &["noop", "sleep"], json!({}))
+        .await;
+    let quick = app
+        .create_workflow(
+            json!({"name": "quick", "nodes": [{"id": "a", "agentId": id, "action": "noop"}]}),
+        )
+        .await;
+    let slow = app
+        .create_workflow(json!({"name": "slow", "nodes": [
+            {"id": "a", "agentId": id, "action": "sleep", "inputsJson": {"ms": 1500}}]}))
+        .await;
+    for _ in 0..20 {
+        let done = app.trigger(&quick, json!({})).await;
+        app.wait_for_run(&done, RUN_TIMEOUT).await;
+    }
+    let ids = |list: &Value| -> Vec<String> {
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let app = &app;
+    let list = |wf: &str, query: &str| {
+        let path = format!("/api/workflows/{wf}/runs{query}");
+        async move {
+            let (status, list) = app.get(&path).await;
+            assert_eq!(status, StatusCode::OK, "{list}");
+            ids(&list)
+        }
+    };
+    let run_id = app.trigger(&slow, json!({})).await;
+    assert_eq!(list(&slow, "?status=RUNNING").await, vec![run_id.clone()]);
+    assert!(list(&slow, "?status=COMPLETED").await.is_empty());
+    assert!(list(&quick, "?status=RUNNING").await.is_empty());
+    assert_eq!(list(&quick, "?status=COMPLETED&limit=100").await.len(), 20);
+    assert_eq!(list(&quick, "").await.len(), 20);
+
+    app.wait_for_run(&run_id, RUN_TIMEOUT).await;
+    assert!(list(&slow, "?status=RUNNING").await.is_empty());
+    assert_eq!(list(&slow, "?status=COMPLETED").await, vec![run_id.clone()]);
+    assert_eq!(list(&slow, "").await, vec![run_id]);
+}

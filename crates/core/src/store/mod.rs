@@ -13,6 +13,13 @@ macro_rules! open_node_statuses {
     };
 }
 
+/// Run statuses of a run still going, as the partial index `workflow_runs_active_idx` spells them.
+macro_rules! active_run_statuses {
+    () => {
+        "('PENDING', 'RUNNING', 'WAITING_APPROVAL')"
+    };
+}
+
 /// Run statuses after which a run no longer changes: a statement ending a run leaves runs in
 /// them alone.
 macro_rules! ended_run_statuses {

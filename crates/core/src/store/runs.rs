@@ -231,9 +231,18 @@ pub async fn run_list(
     status: Option<RunStatus>,
     limit: i64,
 ) -> Result<Vec<RunSummary>> {
+    // An active status is asked for with the active statuses spelled out, so that the
+    // planner can use the index holding only active runs (a generic plan cannot prove `$3`
+    // is one of them): through the workflow's index a poll of its running runs read every
+    // run it ever had (0.7 ms with 1,000 finished runs, growing with each).
+    let filter = match status {
+        None => "$3::text IS NULL",
+        Some(s) if s.is_terminal() => "status = $3",
+        Some(_) => concat!("status = $3 AND status IN ", active_run_statuses!()),
+    };
     let sql = format!(
         "SELECT {COLUMNS} FROM workflow_runs
-         WHERE project_id = $1 AND workflow_id = $2 AND ($3::text IS NULL OR status = $3)
+         WHERE project_id = $1 AND workflow_id = $2 AND {filter}
          ORDER BY created_at DESC, id DESC LIMIT $4"
     );
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
