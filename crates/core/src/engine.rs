@@ -417,7 +417,7 @@ pub async fn claim_due(
         .iter()
         .filter_map(|(id, c)| c.inputs.as_ref().ok().map(|v| (*id, v)))
         .collect();
-    queue::queue_attempt_inputs(&mut *tx, &inputs).await?;
+    queue::queue_attempt_inputs(&mut tx, &inputs).await?;
     tx.commit().await?;
     Ok(claimed.into_iter().map(|(_, c)| c).collect())
 }
