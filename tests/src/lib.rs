@@ -581,3 +581,13 @@ impl Drop for TestApp {
         .join();
     }
 }
+
+/// The value of the first line of a Prometheus text exposition that starts with `name` (a
+/// metric name with any labels exactly as exposed, e.g. `x_bucket{le="0"}`); panics, showing
+/// the exposition, when there is none.
+pub fn metric_value(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name).map(|v| v.trim().parse().unwrap()))
+        .unwrap_or_else(|| panic!("{name} missing:\n{metrics}"))
+}

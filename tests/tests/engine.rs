@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use orchestration_e2e::reqwest::StatusCode;
 use orchestration_e2e::serde_json::{Value, json};
-use orchestration_e2e::{TestApp, agent_runs, fixtures_dir, node};
+use orchestration_e2e::{TestApp, agent_runs, fixtures_dir, metric_value, node};
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -653,12 +653,7 @@ async fn attempts_that_finish_together_are_recorded_together_and_exactly_once() 
     // Thirty branches released at once finish at once: the worker recorded some of them in
     // shared transactions, not one transaction each.
     let metrics = app.worker_metrics(0).await;
-    let value = |name: &str| -> f64 {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(name).map(|v| v.trim().parse().unwrap()))
-            .unwrap_or_else(|| panic!("{name} missing:\n{metrics}"))
-    };
+    let value = |name: &str| metric_value(&metrics, name);
     let attempts = value("orchestration_record_batch_size_sum");
     let transactions = value("orchestration_record_batch_size_count");
     assert!(attempts >= 6.0 * 32.0, "{metrics}");
@@ -747,12 +742,7 @@ async fn one_claim_takes_the_nodes_of_several_notifications() {
     }
 
     let metrics = app.worker_metrics(0).await;
-    let value = |name: &str| -> f64 {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(name).map(|v| v.trim().parse().unwrap()))
-            .unwrap_or_else(|| panic!("{name} missing:\n{metrics}"))
-    };
+    let value = |name: &str| metric_value(&metrics, name);
     let nodes = value("orchestration_claim_size_sum");
     let claims = value("orchestration_claim_size_count");
     let empty = value("orchestration_claim_size_bucket{le=\"0\"}");
