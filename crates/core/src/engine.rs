@@ -578,7 +578,7 @@ pub async fn attempt_record_many(
     let mut order: Vec<usize> = (0..batch.len()).collect();
     order.sort_by(|&a, &b| {
         let (a, b) = (&batch[a].0.job, &batch[b].0.job);
-        (a.run_id, a.node_id.as_bytes()).cmp(&(b.run_id, b.node_id.as_bytes()))
+        nodes::lock_order(a.run_id, &a.node_id).cmp(&nodes::lock_order(b.run_id, &b.node_id))
     });
     let mut recorded = vec![STALE; batch.len()];
     for i in order {

@@ -385,6 +385,13 @@ pub async fn node_progress(conn: &mut PgConnection, run_id: Uuid) -> Result<RunP
     })
 }
 
+/// The order in which statements lock several node rows (by run, then node id byte by byte):
+/// the lease renewal and a batch of recordings both lock a worker's nodes, and only taking
+/// them in the same order keeps the two from deadlocking.
+pub fn lock_order(run_id: Uuid, node_id: &str) -> (Uuid, &[u8]) {
+    (run_id, node_id.as_bytes())
+}
+
 /// Extends the leases of `attempts` (run, node, attempt) where this worker still holds them;
 /// returns the ones it holds. An attempt missing from the answer was taken away (cancelled or
 /// rescued) and must stop. A node the worker holds but no longer runs (its result could not be
@@ -407,7 +414,7 @@ pub async fn node_lease_renew(
     // join. (As a join the planner scanned every open node's index entry, dead ones
     // included, to hash them: 1.6 ms growing to 5.8 ms within 20 s of load.)
     let mut sorted: Vec<&(Uuid, String, i32)> = attempts.iter().collect();
-    sorted.sort_by(|a, b| (a.0, a.1.as_bytes()).cmp(&(b.0, b.1.as_bytes())));
+    sorted.sort_by(|a, b| lock_order(a.0, &a.1).cmp(&lock_order(b.0, &b.1)));
     let runs: Vec<Uuid> = sorted.iter().map(|a| a.0).collect();
     let nodes: Vec<&str> = sorted.iter().map(|a| a.1.as_str()).collect();
     let numbers: Vec<i32> = sorted.iter().map(|a| a.2).collect();
