@@ -184,14 +184,16 @@ impl Wakeups {
         loop {
             match listener.recv().now_or_never() {
                 Some(Ok(_)) => {}
-                Some(Err(e)) => {
-                    tracing::warn!(error = %e, "lost the notification connection; reconnecting");
-                    self.listener = None;
-                    return;
-                }
+                Some(Err(e)) => return self.lost(e),
                 None => return,
             }
         }
+    }
+
+    /// Drops a broken listening connection; the next wait sleeps and listens anew.
+    fn lost(&mut self, e: sqlx::Error) {
+        tracing::warn!(error = %e, "lost the notification connection; reconnecting");
+        self.listener = None;
     }
 
     /// Returns when a node became READY, or after `timeout` at the latest.
@@ -203,10 +205,7 @@ impl Wakeups {
         };
         match tokio::time::timeout(timeout, listener.recv()).await {
             Ok(Ok(_)) => self.drain(),
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "lost the notification connection; reconnecting");
-                self.listener = None;
-            }
+            Ok(Err(e)) => self.lost(e),
             Err(_) => {}
         }
     }
