@@ -804,3 +804,92 @@ async fn runs_listed_by_status_follow_the_run() {
     assert_eq!(list(&slow, "?status=COMPLETED").await, vec![run_id.clone()]);
     assert_eq!(list(&slow, "").await, vec![run_id]);
 }
+
+/// Triggers of one workflow arriving together share an insert statement, and each still gets
+/// its own run with its own context; triggers sharing an Idempotency-Key among them still
+/// start one run between them (a batch that hits the key goes again one by one).
+#[tokio::test]
+async fn concurrent_triggers_share_statements_and_each_gets_its_run() {
+    let app = TestApp::spawn(1).await;
+    let id = &app
+        .create_builtin_agent("builtin", &["echo"], json!({}))
+        .await;
+    let wf = app
+        .create_workflow(json!({"name": "echoes", "nodes": [
+            {"id": "a", "agentId": id, "action": "echo", "inputs": {"i": "{{ context.i }}"}}]}))
+        .await;
+    // The first trigger plans the workflow; the plan is reused by the rest.
+    let first = app.trigger(&wf, json!({"i": -1})).await;
+    app.wait_for_run(&first, RUN_TIMEOUT).await;
+
+    let url = format!("{}/api/workflows/{wf}/trigger", app.base);
+    let plain = (0..40).map(|i| {
+        let request = app.client.post(&url).json(&json!({"context": {"i": i}}));
+        async move { (Some(i), request.send().await) }
+    });
+    let keyed = (0..10).map(|_| {
+        let request = app
+            .client
+            .post(&url)
+            .header("Idempotency-Key", "batch-key")
+            .json(&json!({"context": {"i": 100}}));
+        async move { (None, request.send().await) }
+    });
+    let requests: Vec<_> = plain
+        .map(futures::FutureExt::boxed)
+        .chain(keyed.map(futures::FutureExt::boxed))
+        .collect();
+    let responses = futures::future::join_all(requests).await;
+
+    let mut runs = std::collections::HashMap::new();
+    let mut keyed_runs = std::collections::HashSet::new();
+    let mut keyed_created = 0;
+    for (i, response) in responses {
+        let response = response.unwrap();
+        let status = response.status();
+        let body: Value = response.json().await.unwrap();
+        let run_id = body["runId"].as_str().expect("a run id").to_string();
+        match i {
+            Some(i) => {
+                assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+                assert!(runs.insert(run_id, i).is_none(), "two triggers got one run");
+            }
+            None => {
+                assert!(
+                    status == StatusCode::ACCEPTED || status == StatusCode::OK,
+                    "{status}: {body}"
+                );
+                keyed_created += usize::from(status == StatusCode::ACCEPTED);
+                keyed_runs.insert(run_id);
+            }
+        }
+    }
+    assert_eq!(keyed_runs.len(), 1, "one run for one key: {keyed_runs:?}");
+    assert_eq!(keyed_created, 1);
+    assert_eq!(runs.len(), 40);
+    for (run_id, i) in runs.iter().chain(keyed_runs.iter().map(|r| (r, &100))) {
+        let run = app.wait_for_run(run_id, RUN_TIMEOUT).await;
+        assert_eq!(run["status"], "COMPLETED", "{run:#}");
+        assert_eq!(run["context"]["i"], *i, "{run:#}");
+        assert_eq!(node(&run, "a")["output"]["i"], *i, "{run:#}");
+    }
+
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let inserted = metric_value(&metrics, "orchestration_trigger_batch_size_sum");
+    let statements = metric_value(&metrics, "orchestration_trigger_batch_size_count");
+    // 50 cached-plan triggers (the first one planned), a keyed batch's runs counted again
+    // when they go one by one.
+    assert!(inserted >= 50.0, "{metrics}");
+    assert!(
+        statements < inserted,
+        "every trigger had a statement of its own:\n{metrics}"
+    );
+}

@@ -15,6 +15,8 @@ pub mod names {
     pub const RECORD_BATCH_SIZE: &str = "orchestration_record_batch_size";
     /// Nodes one claim took (0: woken or polling, nothing was due).
     pub const CLAIM_SIZE: &str = "orchestration_claim_size";
+    /// Runs one trigger statement inserted (concurrent triggers of a workflow share one).
+    pub const TRIGGER_BATCH_SIZE: &str = "orchestration_trigger_batch_size";
     pub const RUNS_STARTED: &str = "orchestration_workflow_runs_started_total";
     pub const RUNS_FINISHED: &str = "orchestration_workflow_runs_finished_total";
     pub const RUN_DURATION: &str = "orchestration_workflow_run_duration_seconds";
@@ -160,6 +162,11 @@ pub fn init_metrics() -> PrometheusHandle {
         .set_buckets_for_metric(
             metrics_exporter_prometheus::Matcher::Full(names::CLAIM_SIZE.to_string()),
             &[0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0],
+        )
+        .expect("static buckets are valid")
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full(names::TRIGGER_BATCH_SIZE.to_string()),
+            &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0],
         )
         .expect("static buckets are valid")
         .install_recorder()

@@ -79,35 +79,121 @@ pub async fn run_insert_if_current(
         .transpose()
 }
 
+/// Inserts several runs of one workflow version, planned alike, as [`run_insert_if_current`]
+/// inserts one: in one statement, all of them or (when the plan is out of date) none. A
+/// trigger that waits while another one's statement runs goes with the next: concurrent
+/// triggers then share a statement and a commit. `None`: plan again. Any conflict (an
+/// idempotency key, a deleted workflow) fails them all; the caller then inserts them one by
+/// one to give each its own answer.
+pub async fn run_insert_many_if_current(
+    db: impl PgExecutor<'_>,
+    runs: &[NewRun<'_>],
+    from: &PlannedFrom<'_>,
+) -> Result<Option<Vec<RunSummary>>> {
+    let Some(first) = runs.first() else {
+        return Ok(Some(Vec::new()));
+    };
+    debug_assert!(runs.iter().all(|r| r.workflow_id == first.workflow_id
+        && r.workflow_version == first.workflow_version
+        && std::ptr::eq(r.plan, first.plan)));
+    let (nodes, pending) = planned_nodes(first.plan);
+    let sql = format!(
+        "WITH {GUARD},
+         given AS (
+             SELECT * FROM unnest($1::uuid[], $7::text[], $8::jsonb[], $9::text[], $10::text[], $11::text[])
+                 AS g(id, trigger, context, idempotency_key, triggered_by, traceparent)),
+         run AS (
+             INSERT INTO workflow_runs (id, project_id, workflow_id, workflow_version, workflow_name, definition, trigger, status, context, started_at, idempotency_key, triggered_by, traceparent)
+             SELECT g.id, $2, $3, $4, $5, $6, g.trigger, 'RUNNING', g.context, now(), g.idempotency_key, g.triggered_by, g.traceparent
+             FROM given g
+             WHERE {GUARDED}
+             RETURNING {COLUMNS}),
+         states AS ({STATES})
+         SELECT *, (SELECT pg_notify('{channel}', '')) AS notified FROM run",
+        channel = super::queue::READY_CHANNEL
+    );
+    let (agents, updated): (Vec<Uuid>, Vec<DateTime<Utc>>) = from.agents.iter().copied().unzip();
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(runs.iter().map(|r| r.id).collect::<Vec<_>>())
+        .bind(first.project_id)
+        .bind(first.workflow_id)
+        .bind(first.workflow_version)
+        .bind(first.workflow_name)
+        .bind(Json(first.plan))
+        .bind(runs.iter().map(|r| r.trigger).collect::<Vec<_>>())
+        .bind(runs.iter().map(|r| Json(r.context)).collect::<Vec<_>>())
+        .bind(runs.iter().map(|r| r.idempotency_key).collect::<Vec<_>>())
+        .bind(runs.iter().map(|r| r.triggered_by).collect::<Vec<_>>())
+        .bind(runs.iter().map(|r| r.traceparent).collect::<Vec<_>>())
+        .bind(nodes)
+        .bind(pending)
+        .bind(agents)
+        .bind(updated)
+        .fetch_all(db)
+        .await
+        .map_err(insert_error)?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let mut inserted = rows.iter().map(from_row).collect::<Result<Vec<_>>>()?;
+    // In the order asked for: each trigger waits for its own run.
+    let position = |id: &Uuid| runs.iter().position(|r| r.id == *id);
+    inserted.sort_by_key(|r| position(&r.id));
+    Ok(Some(inserted))
+}
+
+/// The guard of an insert planned earlier: the workflow ($3 in project $2) is ACTIVE at the
+/// planned version ($4), and the agents it was planned with ($14, $15) are unchanged.
+const GUARD: &str = "fresh AS (
+         SELECT 1 FROM workflows
+         WHERE id = $3 AND project_id = $2 AND version = $4 AND status = 'ACTIVE'),
+     unchanged AS (
+         SELECT 1 FROM agents a
+         JOIN unnest($14::uuid[], $15::timestamptz[]) AS p(id, updated_at)
+           ON a.id = p.id AND a.updated_at = p.updated_at
+         WHERE a.project_id = $2)";
+const GUARDED: &str = "EXISTS (SELECT 1 FROM fresh)
+     AND (SELECT count(*) FROM unchanged) = cardinality($14::uuid[])";
+
+/// A node state per planned node of each inserted run: roots READY, the rest PENDING on
+/// their dependencies ($12 node ids, $13 dependency counts). Foreign keys are checked at the
+/// end of the statement, when the run rows exist. READY roots are jobs.
+const STATES: &str = "INSERT INTO node_states (run_id, node_id, status, pending_deps, ready_at)
+     SELECT run.id, t.id, CASE WHEN deps = 0 THEN 'READY' ELSE 'PENDING' END, deps,
+            CASE WHEN deps = 0 THEN now() END
+     FROM run, unnest($12::text[], $13::int[]) AS t(id, deps)";
+
+fn planned_nodes(plan: &RunPlan) -> (Vec<&str>, Vec<i32>) {
+    plan.nodes
+        .values()
+        .map(|node| (node.id.as_str(), node.depends_on.len() as i32))
+        .unzip()
+}
+
+fn insert_error(e: sqlx::Error) -> Error {
+    match &e {
+        sqlx::Error::Database(db) if db.constraint() == Some("workflow_runs_idempotency_key") => {
+            Error::Conflict(IDEMPOTENCY_CONFLICT.to_string())
+        }
+        sqlx::Error::Database(db) if db.constraint() == Some("workflow_runs_workflow_id_fkey") => {
+            Error::NotFound("workflow")
+        }
+        _ => Error::Database(e),
+    }
+}
+
 async fn insert(
     db: impl PgExecutor<'_>,
     run: &NewRun<'_>,
     guard: Option<&PlannedFrom<'_>>,
 ) -> Result<Option<PgRow>> {
-    let mut ids = Vec::with_capacity(run.plan.nodes.len());
-    let mut pending = Vec::with_capacity(run.plan.nodes.len());
-    for node in run.plan.nodes.values() {
-        ids.push(node.id.as_str());
-        pending.push(node.depends_on.len() as i32);
-    }
+    let (ids, pending) = planned_nodes(run.plan);
     let (current, condition) = match guard {
-        None => ("", "true"),
-        Some(_) => (
-            "fresh AS (
-                 SELECT 1 FROM workflows
-                 WHERE id = $3 AND project_id = $2 AND version = $4 AND status = 'ACTIVE'),
-             unchanged AS (
-                 SELECT 1 FROM agents a
-                 JOIN unnest($14::uuid[], $15::timestamptz[]) AS p(id, updated_at)
-                   ON a.id = p.id AND a.updated_at = p.updated_at
-                 WHERE a.project_id = $2),",
-            "EXISTS (SELECT 1 FROM fresh)
-             AND (SELECT count(*) FROM unchanged) = cardinality($14::uuid[])",
-        ),
+        None => (String::new(), "true"),
+        Some(_) => (format!("{GUARD},"), GUARDED),
     };
     // One statement for the run and its nodes: a trigger is on the hot path of short runs.
-    // Foreign keys are checked at the end of the statement, when the run row exists. Its READY
-    // roots are jobs, so the same statement wakes the workers (at commit).
+    // Its READY roots are jobs, so the same statement wakes the workers (at commit).
     let sql = format!(
         "WITH {current}
          run AS (
@@ -115,11 +201,7 @@ async fn insert(
              SELECT $1, $2, $3, $4, $5, $6, $7, 'RUNNING', $8, now(), $9, $10, $11
              WHERE {condition}
              RETURNING {COLUMNS}),
-         states AS (
-             INSERT INTO node_states (run_id, node_id, status, pending_deps, ready_at)
-             SELECT run.id, t.id, CASE WHEN deps = 0 THEN 'READY' ELSE 'PENDING' END, deps,
-                    CASE WHEN deps = 0 THEN now() END
-             FROM run, unnest($12::text[], $13::int[]) AS t(id, deps))
+         states AS ({STATES})
          SELECT *, (SELECT pg_notify('{channel}', '')) AS notified FROM run",
         channel = super::queue::READY_CHANNEL
     );
@@ -142,15 +224,7 @@ async fn insert(
             from.agents.iter().copied().unzip();
         query = query.bind(agents).bind(updated);
     }
-    query.fetch_optional(db).await.map_err(|e| match &e {
-        sqlx::Error::Database(db) if db.constraint() == Some("workflow_runs_idempotency_key") => {
-            Error::Conflict(IDEMPOTENCY_CONFLICT.to_string())
-        }
-        sqlx::Error::Database(db) if db.constraint() == Some("workflow_runs_workflow_id_fkey") => {
-            Error::NotFound("workflow")
-        }
-        _ => Error::Database(e),
-    })
+    query.fetch_optional(db).await.map_err(insert_error)
 }
 
 pub async fn run_get(db: &mut PgConnection, project_id: i64, run_id: Uuid) -> Result<RunDetail> {

@@ -16,6 +16,8 @@ use crate::queue::NodeJob;
 use crate::store::{agents, approvals, nodes, queue, runs, workflows};
 use crate::template::{self, Scope};
 
+mod batch;
+
 /// Starts a run of a workflow: the run, its node states and the jobs of its root nodes are
 /// committed together, or not at all.
 /// What a trigger did: started a run, or found the one an earlier trigger with the same
@@ -68,14 +70,17 @@ impl TriggerRequest<'_> {
 /// Plans of the workflows this process triggered, each with what it was planned from. A
 /// trigger whose workflow and agents are unchanged since is then one statement, which checks
 /// that they are while it inserts (see [`runs::run_insert_if_current`]); otherwise it plans
-/// again.
+/// again. Such triggers of one workflow arriving together share the statement (see
+/// [`batch`]).
 #[derive(Default)]
 pub struct PlanCache {
     plans: std::sync::Mutex<std::collections::HashMap<Uuid, std::sync::Arc<CachedPlan>>>,
+    batches: batch::Batches,
 }
 
 struct CachedPlan {
     project_id: i64,
+    workflow_id: Uuid,
     workflow_version: i32,
     workflow_name: String,
     plan: crate::domain::RunPlan,
@@ -117,22 +122,19 @@ pub async fn run_trigger(
     let attempt = async {
         if let Some(cached) = plans.get(req.project_id, req.workflow_id) {
             check_context(&req.context)?;
-            let traceparent = crate::telemetry::traceparent_of(&tracing::Span::current());
-            let run = runs::run_insert_if_current(
-                pool,
-                &req.new_run(
-                    Uuid::now_v7(),
-                    cached.workflow_version,
-                    &cached.workflow_name,
-                    &cached.plan,
-                    traceparent.as_deref(),
-                ),
-                &runs::PlannedFrom {
-                    agents: &cached.agents,
-                },
-            )
-            .await?;
-            match run {
+            let wanted = batch::Wanted {
+                id: Uuid::now_v7(),
+                trigger: req.trigger.to_string(),
+                context: req.context.clone(),
+                idempotency_key: req.idempotency_key.map(str::to_string),
+                triggered_by: req.actor.map(str::to_string),
+                traceparent: crate::telemetry::traceparent_of(&tracing::Span::current()),
+            };
+            match plans
+                .batches
+                .insert(pool, req.workflow_id, cached, wanted)
+                .await?
+            {
                 Some(run) => return Ok(run),
                 None => plans.put(req.workflow_id, None),
             }
@@ -253,6 +255,7 @@ async fn run_create_planned(
     used.dedup();
     let cached = CachedPlan {
         project_id: req.project_id,
+        workflow_id: req.workflow_id,
         workflow_version: workflow.version,
         workflow_name: workflow.name,
         plan,
