@@ -172,6 +172,7 @@ impl Dag {
 
     /// Freezes the DAG with its agents' current settings into what a run executes.
     pub fn plan(&self, agents: &HashMap<String, Agent>) -> RunPlan {
+        let alone = self.alone();
         let mut nodes = BTreeMap::new();
         for (i, node) in self.nodes.iter().enumerate() {
             let agent = &agents[&node.agent_id];
@@ -232,6 +233,7 @@ impl Dag {
                     timeout_seconds,
                     approval_timeout_seconds,
                     gated_dependents: Vec::new(),
+                    alone: alone[i],
                 },
             );
         }
@@ -249,6 +251,69 @@ impl Dag {
             }
         }
         RunPlan { nodes }
+    }
+
+    /// For each node, whether every other node is its ancestor or its descendant. Ancestor
+    /// and descendant sets are bitsets built in topological order: O(edges × nodes / 64).
+    fn alone(&self) -> Vec<bool> {
+        let n = self.nodes.len();
+        let mut indegree = vec![0usize; n];
+        for children in &self.children {
+            for &c in children {
+                indegree[c] += 1;
+            }
+        }
+        let mut order: Vec<usize> = (0..n).filter(|&i| indegree[i] == 0).collect();
+        let mut next = 0;
+        while next < order.len() {
+            for &c in &self.children[order[next]] {
+                indegree[c] -= 1;
+                if indegree[c] == 0 {
+                    order.push(c);
+                }
+            }
+            next += 1;
+        }
+        let words = n.div_ceil(64);
+        let set = |bits: &mut [u64], i: usize| bits[i / 64] |= 1 << (i % 64);
+        let mut ancestors = vec![vec![0u64; words]; n];
+        for &i in &order {
+            for &c in &self.children[i] {
+                let (from, to) = pair(&mut ancestors, i, c);
+                to.iter_mut().zip(from.iter()).for_each(|(t, f)| *t |= f);
+                set(to, i);
+            }
+        }
+        let mut descendants = vec![vec![0u64; words]; n];
+        for &i in order.iter().rev() {
+            for &c in &self.children[i] {
+                let (to, from) = pair(&mut descendants, i, c);
+                to.iter_mut().zip(from.iter()).for_each(|(t, f)| *t |= f);
+                set(to, c);
+            }
+        }
+        (0..n)
+            .map(|i| {
+                let related: u32 = ancestors[i]
+                    .iter()
+                    .zip(&descendants[i])
+                    .map(|(a, d)| (a | d).count_ones())
+                    .sum();
+                related as usize + 1 == n
+            })
+            .collect()
+    }
+}
+
+/// Elements `a` and `b` (distinct) of `v`, both mutable.
+fn pair<T>(v: &mut [T], a: usize, b: usize) -> (&mut T, &mut T) {
+    assert_ne!(a, b, "a node is not its own child");
+    if a < b {
+        let (left, right) = v.split_at_mut(b);
+        (&mut left[a], &mut right[0])
+    } else {
+        let (left, right) = v.split_at_mut(a);
+        (&mut right[0], &mut left[b])
     }
 }
 
@@ -462,6 +527,54 @@ mod tests {
             nodes.push(node(&format!("n{i}"), &[prev.as_str()], json!({})));
         }
         let dag = Dag::parse(nodes, &agents()).unwrap();
-        assert_eq!(dag.plan(&agents()).descendants("n0").len(), 999);
+        let plan = dag.plan(&agents());
+        assert_eq!(plan.descendants("n0").len(), 999);
+        assert!(plan.nodes.values().all(|n| n.alone));
+    }
+
+    /// A node is alone when every other node comes before or after it: then no other node of
+    /// the run can run while it does.
+    #[test]
+    fn alone_nodes_are_those_every_other_node_comes_before_or_after() {
+        let plan = |nodes: Vec<NodeSpec>| Dag::parse(nodes, &agents()).unwrap().plan(&agents());
+        let alone = |plan: &RunPlan| -> Vec<String> {
+            plan.nodes
+                .values()
+                .filter(|n| n.alone)
+                .map(|n| n.id.clone())
+                .collect()
+        };
+        assert_eq!(alone(&plan(vec![node("a", &[], json!({}))])), vec!["a"]);
+        // A diamond with a tail: the branches may run together, the rest may not.
+        let diamond = plan(vec![
+            node("a", &[], json!({})),
+            node("b", &["a"], json!({})),
+            node("c", &["a"], json!({})),
+            node("d", &["b", "c"], json!({})),
+            node("e", &["d"], json!({})),
+        ]);
+        assert_eq!(alone(&diamond), vec!["a", "d", "e"]);
+        // Two roots: neither is alone, nor is a node after only one of them.
+        let two_roots = plan(vec![
+            node("a", &[], json!({})),
+            node("b", &[], json!({})),
+            node("c", &["a"], json!({})),
+            node("d", &["b", "c"], json!({})),
+        ]);
+        assert_eq!(alone(&two_roots), vec!["d"]);
+        // A skip edge (a -> c besides a -> b -> c) leaves the path alone.
+        let skip = plan(vec![
+            node("a", &[], json!({})),
+            node("b", &["a"], json!({})),
+            node("c", &["a", "b"], json!({})),
+        ]);
+        assert_eq!(alone(&skip), vec!["a", "b", "c"]);
+        // Wider than a bitset word.
+        let mut wide = vec![node("root", &[], json!({}))];
+        let branches: Vec<String> = (0..100).map(|i| format!("b{i}")).collect();
+        wide.extend(branches.iter().map(|b| node(b, &["root"], json!({}))));
+        let refs: Vec<&str> = branches.iter().map(String::as_str).collect();
+        wide.push(node("join", &refs, json!({})));
+        assert_eq!(alone(&plan(wide)), vec!["join", "root"]);
     }
 }

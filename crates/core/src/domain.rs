@@ -448,6 +448,11 @@ pub struct PlannedNode {
     /// Dependents that need an approval: only these need more than a job when released.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gated_dependents: Vec<String>,
+    /// Every other node of the run is an ancestor or a descendant of this one, so no other
+    /// node can run while it does: its completion cannot race another one's to end the run,
+    /// and needs no run lock taken before it (false in plans that predate it: they lock).
+    #[serde(default)]
+    pub alone: bool,
 }
 
 impl PlannedNode {

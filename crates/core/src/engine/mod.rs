@@ -551,8 +551,20 @@ pub async fn attempt_record(
     result: &AttemptResult,
     continue_as: Option<Continue<'_>>,
 ) -> Result<Recorded> {
+    // A success of a node alone in its run cannot race another node's to end the run, so the
+    // completing statement's own run lock is enough. Without dependents, that statement is
+    // all there is to write: it goes on its own, one round trip and one commit.
+    let alone = claimed.node.alone && matches!(result, AttemptResult::Succeeded { .. });
+    if alone && claimed.node.dependents.is_empty() {
+        let mut conn = pool.acquire().await?;
+        let recorded = record_locked(&mut conn, claimed, result, continue_as).await?;
+        recorded.run_finished.iter().for_each(runs::RunEnded::count);
+        return Ok(recorded);
+    }
     let mut tx = pool.begin().await?;
-    runs::run_lock(&mut tx, claimed.job.run_id).await?;
+    if !alone {
+        runs::run_lock(&mut tx, claimed.job.run_id).await?;
+    }
     let recorded = record_locked(&mut tx, claimed, result, continue_as).await?;
     if recorded.effect != AttemptEffect::Stale {
         tx.commit().await?;
@@ -633,7 +645,8 @@ const STALE: Recorded = Recorded {
     next: None,
 };
 
-/// [`attempt_record`] inside a transaction that already holds the run's lock.
+/// [`attempt_record`] inside a transaction that already holds the run's lock (or, for the
+/// success of a node alone in its run, that takes it with the completing statement).
 pub(crate) async fn attempt_record_locked(
     tx: &mut sqlx::PgConnection,
     job: &NodeJob,

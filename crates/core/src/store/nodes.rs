@@ -205,7 +205,8 @@ pub struct Completion {
 /// the node's dependents and finishes the run when no node of it can move any more, in one
 /// round trip (this runs once per node). `None` means someone else closed the attempt or the node first (a
 /// rescuer, a cancel): the caller's result is stale, and nothing was written.
-/// The caller holds the run lock, so the open check cannot miss a concurrent change, and the
+/// The caller holds the run lock, or the node is alone in its run (no other node can finish
+/// meanwhile), so the open check cannot miss a concurrent change, and the
 /// dependents' row locks serialize two parents finishing at once, so exactly one of them sees
 /// a dependent's count reach zero. A dependent it releases keeps the run open, so nothing the
 /// caller does after this (claiming that dependent, asking for its approval) can reopen a run
@@ -220,10 +221,18 @@ pub async fn node_complete_attempt(
     // The attempt is closed only if its node is still RUNNING for it, so a stale result
     // writes nothing and a batch of recordings can go on past it (the caller's run lock keeps
     // both rows from changing status meanwhile).
+    //
+    // The run's row is locked first, before any other row, as every transaction that may end
+    // the run locks it: so this statement can run on its own for a node that is alone in its
+    // run (see `PlannedNode::alone`), and keeps the lock order of the others. (Taken already
+    // by the caller's transaction, it costs no more than the lookup.)
     let query = sqlx::query(concat!(
-        "WITH current AS (
+        "WITH run AS (
+             SELECT 1 FROM workflow_runs WHERE id = $1 FOR NO KEY UPDATE),
+         current AS (
              SELECT 1 FROM node_states
-             WHERE run_id = $1 AND node_id = $2 AND status = 'RUNNING' AND attempts = $3),
+             WHERE run_id = $1 AND node_id = $2 AND status = 'RUNNING' AND attempts = $3
+               AND EXISTS (SELECT 1 FROM run)),
          attempt AS (",
         attempt_finish!(),
         " AND EXISTS (SELECT 1 FROM current) RETURNING 1),
