@@ -334,6 +334,18 @@ impl TestApp {
             .to_string()
     }
 
+    /// The API's `/metrics` text.
+    pub async fn api_metrics(&self) -> String {
+        self.client
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .expect("API /metrics answers")
+            .text()
+            .await
+            .expect("API /metrics has a body")
+    }
+
     /// Worker `i`'s `/metrics` text.
     pub async fn worker_metrics(&mut self, i: usize) -> String {
         let addr = self.worker_metrics_addr(i);

@@ -848,7 +848,10 @@ async fn concurrent_triggers_share_statements_and_each_gets_its_run() {
         let response = response.unwrap();
         let status = response.status();
         let body: Value = response.json().await.unwrap();
-        let run_id = body["runId"].as_str().expect("a run id").to_string();
+        let run_id = match body["runId"].as_str() {
+            Some(id) => id.to_string(),
+            None => panic!("trigger answered {status}: {body}"),
+        };
         match i {
             Some(i) => {
                 assert_eq!(status, StatusCode::ACCEPTED, "{body}");
@@ -874,22 +877,26 @@ async fn concurrent_triggers_share_statements_and_each_gets_its_run() {
         assert_eq!(node(&run, "a")["output"]["i"], *i, "{run:#}");
     }
 
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.api_metrics().await;
     let inserted = metric_value(&metrics, "orchestration_trigger_batch_size_sum");
-    let statements = metric_value(&metrics, "orchestration_trigger_batch_size_count");
     // 50 cached-plan triggers (the first one planned), a keyed batch's runs counted again
     // when they go one by one.
     assert!(inserted >= 50.0, "{metrics}");
-    assert!(
-        statements < inserted,
-        "every trigger had a statement of its own:\n{metrics}"
-    );
+    // Sharing needs the requests to overlap in the API, which a starved machine may not
+    // give them every time: a few more bursts until one statement carried several runs.
+    for burst in 0..4 {
+        let metrics = app.api_metrics().await;
+        let inserted = metric_value(&metrics, "orchestration_trigger_batch_size_sum");
+        let statements = metric_value(&metrics, "orchestration_trigger_batch_size_count");
+        if statements < inserted {
+            return;
+        }
+        if burst == 3 {
+            panic!("every trigger had a statement of its own:\n{metrics}");
+        }
+        let requests = (0..40).map(|_| app.client.post(&url).json(&json!({})).send());
+        for response in futures::future::join_all(requests).await {
+            assert_eq!(response.unwrap().status(), StatusCode::ACCEPTED);
+        }
+    }
 }

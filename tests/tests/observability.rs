@@ -369,15 +369,7 @@ pub async fn scrape_after_a_busy_run() -> (String, String) {
     app.wait_for_run(&other, Duration::from_secs(30)).await;
     // Let the API's sampler take one more look at the database gauges.
     tokio::time::sleep(Duration::from_secs(6)).await;
-    let api = app
-        .client
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let api = app.api_metrics().await;
     let worker = app.worker_metrics(0).await;
     (api, worker)
 }
