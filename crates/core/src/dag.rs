@@ -15,6 +15,9 @@ pub struct Dag {
     children: Vec<Vec<usize>>,
     /// Nodes read by each node's templates, by index.
     reads: Vec<Vec<usize>>,
+    /// Whether every other node is each node's ancestor or descendant (see
+    /// `PlannedNode::alone`).
+    alone: Vec<bool>,
 }
 
 fn valid_node_id(id: &str) -> bool {
@@ -142,11 +145,21 @@ impl Dag {
             }
         }
 
+        // A node is alone when its ancestors and descendants are all the other nodes.
+        let mut descendants = vec![0usize; nodes.len()];
+        for set in &ancestors {
+            set.iter().for_each(|&a| descendants[a] += 1);
+        }
+        let alone = (0..nodes.len())
+            .map(|i| ancestors[i].len() + descendants[i] + 1 == nodes.len())
+            .collect();
+
         Ok(Dag {
             nodes,
             index,
             children,
             reads,
+            alone,
         })
     }
 
@@ -172,7 +185,6 @@ impl Dag {
 
     /// Freezes the DAG with its agents' current settings into what a run executes.
     pub fn plan(&self, agents: &HashMap<String, Agent>) -> RunPlan {
-        let alone = self.alone();
         let mut nodes = BTreeMap::new();
         for (i, node) in self.nodes.iter().enumerate() {
             let agent = &agents[&node.agent_id];
@@ -233,7 +245,7 @@ impl Dag {
                     timeout_seconds,
                     approval_timeout_seconds,
                     gated_dependents: Vec::new(),
-                    alone: alone[i],
+                    alone: self.alone[i],
                 },
             );
         }
@@ -251,69 +263,6 @@ impl Dag {
             }
         }
         RunPlan { nodes }
-    }
-
-    /// For each node, whether every other node is its ancestor or its descendant. Ancestor
-    /// and descendant sets are bitsets built in topological order: O(edges × nodes / 64).
-    fn alone(&self) -> Vec<bool> {
-        let n = self.nodes.len();
-        let mut indegree = vec![0usize; n];
-        for children in &self.children {
-            for &c in children {
-                indegree[c] += 1;
-            }
-        }
-        let mut order: Vec<usize> = (0..n).filter(|&i| indegree[i] == 0).collect();
-        let mut next = 0;
-        while next < order.len() {
-            for &c in &self.children[order[next]] {
-                indegree[c] -= 1;
-                if indegree[c] == 0 {
-                    order.push(c);
-                }
-            }
-            next += 1;
-        }
-        let words = n.div_ceil(64);
-        let set = |bits: &mut [u64], i: usize| bits[i / 64] |= 1 << (i % 64);
-        let mut ancestors = vec![vec![0u64; words]; n];
-        for &i in &order {
-            for &c in &self.children[i] {
-                let (from, to) = pair(&mut ancestors, i, c);
-                to.iter_mut().zip(from.iter()).for_each(|(t, f)| *t |= f);
-                set(to, i);
-            }
-        }
-        let mut descendants = vec![vec![0u64; words]; n];
-        for &i in order.iter().rev() {
-            for &c in &self.children[i] {
-                let (to, from) = pair(&mut descendants, i, c);
-                to.iter_mut().zip(from.iter()).for_each(|(t, f)| *t |= f);
-                set(to, c);
-            }
-        }
-        (0..n)
-            .map(|i| {
-                let related: u32 = ancestors[i]
-                    .iter()
-                    .zip(&descendants[i])
-                    .map(|(a, d)| (a | d).count_ones())
-                    .sum();
-                related as usize + 1 == n
-            })
-            .collect()
-    }
-}
-
-/// Elements `a` and `b` (distinct) of `v`, both mutable.
-fn pair<T>(v: &mut [T], a: usize, b: usize) -> (&mut T, &mut T) {
-    assert_ne!(a, b, "a node is not its own child");
-    if a < b {
-        let (left, right) = v.split_at_mut(b);
-        (&mut left[a], &mut right[0])
-    } else {
-        let (left, right) = v.split_at_mut(a);
-        (&mut right[0], &mut left[b])
     }
 }
 
@@ -569,7 +518,7 @@ mod tests {
             node("c", &["a", "b"], json!({})),
         ]);
         assert_eq!(alone(&skip), vec!["a", "b", "c"]);
-        // Wider than a bitset word.
+        // A wide fan-out: only its root and its join.
         let mut wide = vec![node("root", &[], json!({}))];
         let branches: Vec<String> = (0..100).map(|i| format!("b{i}")).collect();
         wide.extend(branches.iter().map(|b| node(b, &["root"], json!({}))));
