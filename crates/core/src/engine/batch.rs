@@ -46,7 +46,7 @@ pub(super) struct Batches {
 }
 
 impl Batches {
-    /// Inserts `run` planned as `plan` (see [`runs::run_insert_if_current`]), with any other
+    /// Inserts `run` planned as `plan` (see [`runs::run_insert_if_current`]), with the other
     /// triggers of the workflow that wait at the same time.
     pub(super) async fn insert(
         &self,
@@ -122,25 +122,24 @@ async fn insert_group(pool: &PgPool, group: Vec<Waiting>) {
     };
     let new_runs: Vec<runs::NewRun<'_>> = group.iter().map(|w| new_run(&plan, &w.run)).collect();
     metrics::histogram!(crate::telemetry::names::TRIGGER_BATCH_SIZE).record(new_runs.len() as f64);
-    let answers: Vec<Result<Option<RunSummary>>> = if let [run] = new_runs.as_slice() {
-        vec![runs::run_insert_if_current(pool, run, &from).await]
-    } else {
-        match runs::run_insert_many_if_current(pool, &new_runs, &from).await {
+    let answers: Vec<Result<Option<RunSummary>>> =
+        match runs::run_insert_if_current(pool, &new_runs, &from).await {
             Ok(Some(inserted)) if inserted.len() == new_runs.len() => {
                 inserted.into_iter().map(|r| Ok(Some(r))).collect()
             }
             Ok(None) => new_runs.iter().map(|_| Ok(None)).collect(),
+            Err(e) if new_runs.len() == 1 => vec![Err(e)],
             // A conflict of one (an idempotency key taken) fails the statement for all:
             // each goes again alone, to get its own answer.
             _ => {
                 let mut answers = Vec::with_capacity(new_runs.len());
                 for run in &new_runs {
-                    answers.push(runs::run_insert_if_current(pool, run, &from).await);
+                    let alone = runs::run_insert_if_current(pool, std::slice::from_ref(run), &from);
+                    answers.push(alone.await.map(|r| r.and_then(|mut r| r.pop())));
                 }
                 answers
             }
-        }
-    };
+        };
     drop(new_runs);
     for (waiting, answer) in group.into_iter().zip(answers) {
         // The trigger may have gone away (its client hung up): the run stays, as it would

@@ -56,49 +56,50 @@ pub struct PlannedFrom<'a> {
 /// Inserts a run that starts now, with a node state per planned node: roots READY, the rest
 /// PENDING on their dependencies.
 pub async fn run_insert(conn: &mut PgConnection, run: &NewRun<'_>) -> Result<RunSummary> {
-    let row = insert(&mut *conn, run, None).await?;
-    from_row(&row.expect("an unguarded insert returns its row"))
+    let mut inserted = insert(&mut *conn, std::slice::from_ref(run), None).await?;
+    Ok(inserted.pop().expect("an unguarded insert returns its row"))
 }
 
-/// Inserts a run as [`run_insert`] does, in one statement of its own, if and only if its
-/// workflow is ACTIVE at `run.workflow_version` and the agents it was planned with are
-/// unchanged in the statement's snapshot. `None`: something changed since the plan was made;
-/// plan again. Nothing is locked: an edit committed after the snapshot was taken comes after
-/// this trigger, which ran the workflow as it was when the trigger began. (Share locks on the
-/// workflow and agent rows cost a multixact per concurrent trigger and 3 % of the throughput.)
-/// A workflow deleted meanwhile fails the run's foreign key: "workflow not found".
+/// Inserts runs of one workflow version, planned alike, as [`run_insert`] does, in one
+/// statement of its own, if and only if their workflow is ACTIVE at that version and the
+/// agents they were planned with are unchanged in the statement's snapshot: all of them, in
+/// the order given, or none (`None`: something changed since the plan was made; plan again).
+/// Concurrent triggers share such a statement and its commit (see `engine::batch`).
+/// Nothing is locked: an edit committed after the snapshot was taken comes after these
+/// triggers, which ran the workflow as it was when they began. (Share locks on the workflow
+/// and agent rows cost a multixact per concurrent trigger and 3 % of the throughput.) A
+/// workflow deleted meanwhile fails the runs' foreign key: "workflow not found". Any
+/// conflict (an idempotency key taken, a deleted workflow) fails them all: inserted one by
+/// one, each gets its own answer.
 pub async fn run_insert_if_current(
-    db: impl PgExecutor<'_>,
-    run: &NewRun<'_>,
-    from: &PlannedFrom<'_>,
-) -> Result<Option<RunSummary>> {
-    insert(db, run, Some(from))
-        .await?
-        .as_ref()
-        .map(from_row)
-        .transpose()
-}
-
-/// Inserts several runs of one workflow version, planned alike, as [`run_insert_if_current`]
-/// inserts one: in one statement, all of them or (when the plan is out of date) none. A
-/// trigger that waits while another one's statement runs goes with the next: concurrent
-/// triggers then share a statement and a commit. `None`: plan again. Any conflict (an
-/// idempotency key, a deleted workflow) fails them all; the caller then inserts them one by
-/// one to give each its own answer.
-pub async fn run_insert_many_if_current(
     db: impl PgExecutor<'_>,
     runs: &[NewRun<'_>],
     from: &PlannedFrom<'_>,
 ) -> Result<Option<Vec<RunSummary>>> {
+    let inserted = insert(db, runs, Some(from)).await?;
+    Ok((!inserted.is_empty() || runs.is_empty()).then_some(inserted))
+}
+
+/// One statement for the runs and their nodes: a trigger is on the hot path of short runs.
+/// Their READY roots are jobs, so the same statement wakes the workers (at commit).
+async fn insert(
+    db: impl PgExecutor<'_>,
+    runs: &[NewRun<'_>],
+    guard: Option<&PlannedFrom<'_>>,
+) -> Result<Vec<RunSummary>> {
     let Some(first) = runs.first() else {
-        return Ok(Some(Vec::new()));
+        return Ok(Vec::new());
     };
     debug_assert!(runs.iter().all(|r| r.workflow_id == first.workflow_id
         && r.workflow_version == first.workflow_version
         && std::ptr::eq(r.plan, first.plan)));
     let (nodes, pending) = planned_nodes(first.plan);
+    let (current, condition) = match guard {
+        None => (String::new(), "true"),
+        Some(_) => (format!("{GUARD},"), GUARDED),
+    };
     let sql = format!(
-        "WITH {GUARD},
+        "WITH {current}
          given AS (
              SELECT * FROM unnest($1::uuid[], $7::text[], $8::jsonb[], $9::text[], $10::text[], $11::text[])
                  AS g(id, trigger, context, idempotency_key, triggered_by, traceparent)),
@@ -106,14 +107,13 @@ pub async fn run_insert_many_if_current(
              INSERT INTO workflow_runs (id, project_id, workflow_id, workflow_version, workflow_name, definition, trigger, status, context, started_at, idempotency_key, triggered_by, traceparent)
              SELECT g.id, $2, $3, $4, $5, $6, g.trigger, 'RUNNING', g.context, now(), g.idempotency_key, g.triggered_by, g.traceparent
              FROM given g
-             WHERE {GUARDED}
+             WHERE {condition}
              RETURNING {COLUMNS}),
          states AS ({STATES})
          SELECT *, (SELECT pg_notify('{channel}', '')) AS notified FROM run",
         channel = super::queue::READY_CHANNEL
     );
-    let (agents, updated): (Vec<Uuid>, Vec<DateTime<Utc>>) = from.agents.iter().copied().unzip();
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(runs.iter().map(|r| r.id).collect::<Vec<_>>())
         .bind(first.project_id)
         .bind(first.workflow_id)
@@ -126,20 +126,28 @@ pub async fn run_insert_many_if_current(
         .bind(runs.iter().map(|r| r.triggered_by).collect::<Vec<_>>())
         .bind(runs.iter().map(|r| r.traceparent).collect::<Vec<_>>())
         .bind(nodes)
-        .bind(pending)
-        .bind(agents)
-        .bind(updated)
-        .fetch_all(db)
-        .await
-        .map_err(insert_error)?;
-    if rows.is_empty() {
-        return Ok(None);
+        .bind(pending);
+    if let Some(from) = guard {
+        let (agents, updated): (Vec<Uuid>, Vec<DateTime<Utc>>) =
+            from.agents.iter().copied().unzip();
+        query = query.bind(agents).bind(updated);
     }
+    let rows = query.fetch_all(db).await.map_err(|e| match &e {
+        sqlx::Error::Database(db) if db.constraint() == Some("workflow_runs_idempotency_key") => {
+            Error::Conflict(IDEMPOTENCY_CONFLICT.to_string())
+        }
+        sqlx::Error::Database(db) if db.constraint() == Some("workflow_runs_workflow_id_fkey") => {
+            Error::NotFound("workflow")
+        }
+        _ => Error::Database(e),
+    })?;
     let mut inserted = rows.iter().map(from_row).collect::<Result<Vec<_>>>()?;
     // In the order asked for: each trigger waits for its own run.
-    let position = |id: &Uuid| runs.iter().position(|r| r.id == *id);
-    inserted.sort_by_key(|r| position(&r.id));
-    Ok(Some(inserted))
+    if inserted.len() > 1 {
+        let position = |id: &Uuid| runs.iter().position(|r| r.id == *id);
+        inserted.sort_by_key(|r| position(&r.id));
+    }
+    Ok(inserted)
 }
 
 /// The guard of an insert planned earlier: the workflow ($3 in project $2) is ACTIVE at the
@@ -168,63 +176,6 @@ fn planned_nodes(plan: &RunPlan) -> (Vec<&str>, Vec<i32>) {
         .values()
         .map(|node| (node.id.as_str(), node.depends_on.len() as i32))
         .unzip()
-}
-
-fn insert_error(e: sqlx::Error) -> Error {
-    match &e {
-        sqlx::Error::Database(db) if db.constraint() == Some("workflow_runs_idempotency_key") => {
-            Error::Conflict(IDEMPOTENCY_CONFLICT.to_string())
-        }
-        sqlx::Error::Database(db) if db.constraint() == Some("workflow_runs_workflow_id_fkey") => {
-            Error::NotFound("workflow")
-        }
-        _ => Error::Database(e),
-    }
-}
-
-async fn insert(
-    db: impl PgExecutor<'_>,
-    run: &NewRun<'_>,
-    guard: Option<&PlannedFrom<'_>>,
-) -> Result<Option<PgRow>> {
-    let (ids, pending) = planned_nodes(run.plan);
-    let (current, condition) = match guard {
-        None => (String::new(), "true"),
-        Some(_) => (format!("{GUARD},"), GUARDED),
-    };
-    // One statement for the run and its nodes: a trigger is on the hot path of short runs.
-    // Its READY roots are jobs, so the same statement wakes the workers (at commit).
-    let sql = format!(
-        "WITH {current}
-         run AS (
-             INSERT INTO workflow_runs (id, project_id, workflow_id, workflow_version, workflow_name, definition, trigger, status, context, started_at, idempotency_key, triggered_by, traceparent)
-             SELECT $1, $2, $3, $4, $5, $6, $7, 'RUNNING', $8, now(), $9, $10, $11
-             WHERE {condition}
-             RETURNING {COLUMNS}),
-         states AS ({STATES})
-         SELECT *, (SELECT pg_notify('{channel}', '')) AS notified FROM run",
-        channel = super::queue::READY_CHANNEL
-    );
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(run.id)
-        .bind(run.project_id)
-        .bind(run.workflow_id)
-        .bind(run.workflow_version)
-        .bind(run.workflow_name)
-        .bind(Json(run.plan))
-        .bind(run.trigger)
-        .bind(Json(run.context))
-        .bind(run.idempotency_key)
-        .bind(run.triggered_by)
-        .bind(run.traceparent)
-        .bind(ids)
-        .bind(pending);
-    if let Some(from) = guard {
-        let (agents, updated): (Vec<Uuid>, Vec<DateTime<Utc>>) =
-            from.agents.iter().copied().unzip();
-        query = query.bind(agents).bind(updated);
-    }
-    query.fetch_optional(db).await.map_err(insert_error)
 }
 
 pub async fn run_get(db: &mut PgConnection, project_id: i64, run_id: Uuid) -> Result<RunDetail> {
