@@ -199,7 +199,7 @@ check "docker-compose services: scalable worker, env wiring" compose_shape
 dockerfile_bins() {
   local bin
   for bin in orchestration-api orchestration-worker; do
-    grep -q "name = \"$bin\"" crates/*/Cargo.toml || { echo "no [[bin]] $bin in crates/*/Cargo.toml"; return 1; }
+    grep -q "name = \"$bin\"" */Cargo.toml || { echo "no [[bin]] $bin in */Cargo.toml"; return 1; }
     grep -q "target/release/$bin" Dockerfile || { echo "Dockerfile does not copy $bin"; return 1; }
   done
   grep -q '^FROM rust:1.95-bookworm' Dockerfile && grep -q '^FROM debian:bookworm-slim' Dockerfile \

@@ -7,7 +7,7 @@ deliverable: Grafana loads them through deploy/grafana/provisioning/dashboards/)
 
 Every query uses the Prometheus data source with the fixed uid `prometheus` from
 deploy/grafana/provisioning/datasources/datasources.yml, and only metric names that
-orchestration-api and orchestration-worker export (crates/core/src/telemetry.rs);
+orchestration-api and orchestration-worker export (core/src/telemetry.rs);
 scripts/check-deploy.sh verifies both.
 """
 

@@ -3,7 +3,7 @@
 //! operation it does not document.
 //!
 //! Routes and documentation come from the same `utoipa_axum::routes!` registrations in
-//! `crates/api/src/routes/mod.rs`; this test checks the served result from outside, and that
+//! `api/src/routes/mod.rs`; this test checks the served result from outside, and that
 //! nothing is registered around those macros. Schemathesis (tests/tests/schemathesis.rs)
 //! checks the schemas against what the service really sends.
 
@@ -218,7 +218,7 @@ fn problems(doc: &Value) -> Vec<String> {
 
 /// The handlers registered in `routes/mod.rs`, and any registration that bypasses `routes!`.
 fn registrations() -> (Vec<String>, Vec<String>) {
-    let dir = repo_root().join("crates/api/src");
+    let dir = repo_root().join("api/src");
     let source = std::fs::read_to_string(dir.join("routes/mod.rs")).unwrap();
     let mut handlers = Vec::new();
     for chunk in source.split("routes!(").skip(1) {

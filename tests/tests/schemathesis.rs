@@ -22,7 +22,7 @@ const MAX_EXAMPLES: u32 = 25;
 /// The whole Schemathesis process is killed after this; it normally ends at MAX_TIME_SECONDS.
 const HARD_LIMIT: Duration = Duration::from_secs(150);
 
-/// Failures accepted until their fix lands outside crates/api, as (operation, check, failure
+/// Failures accepted until their fix lands outside api, as (operation, check, failure
 /// kind, signature) for Schemathesis' baseline; each has an ignored regression test below.
 /// Keep this empty otherwise: every other 5xx or mismatch fails the test.
 const KNOWN_FAILURES: &[(&str, &str, &str, &str)] = &[];
@@ -283,7 +283,7 @@ values = ["1"]
     assert!(app.api.is_alive(), "the API survived:\n{}", app.dump_logs());
 }
 
-/// Each of these answered 500 (or dropped the connection) before the fixes in crates/api.
+/// Each of these answered 500 (or dropped the connection) before the fixes in api.
 #[tokio::test]
 async fn input_schemathesis_found_gets_a_4xx_json_error() {
     let app = TestApp::spawn_with(

@@ -165,7 +165,7 @@ mod tests {
     use super::*;
 
     const SAMPLE: &str =
-        include_str!("../../../tests/fixtures/alertmanager/alertmanager-webhook-sample.json");
+        include_str!("../../tests/fixtures/alertmanager/alertmanager-webhook-sample.json");
 
     #[test]
     fn parses_alertmanagers_sample() {

@@ -26,7 +26,7 @@ use crate::scenario::{AgentKind, Kind};
 
 fn repo_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
+        .join("..")
         .canonicalize()
         .unwrap_or_else(|_| PathBuf::from("."))
 }

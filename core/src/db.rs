@@ -58,7 +58,7 @@ async fn create_database(options: &PgConnectOptions) -> Result<()> {
 
 /// Applies our schema. Safe to run from many processes at once.
 pub async fn migrate(pool: &PgPool) -> Result<()> {
-    sqlx::migrate!("../../migrations").run(pool).await?;
+    sqlx::migrate!("../migrations").run(pool).await?;
     Ok(())
 }
 
