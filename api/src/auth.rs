@@ -1,5 +1,5 @@
 //! Authentication at the edge: one middleware checks `Authorization: Bearer <token>` against
-//! what the matched route needs (`orchestration_core::auth::required_role`) and leaves the
+//! what the matched route needs ([`required_role`], the route-to-role table) and leaves the
 //! [`Caller`] in the request for handlers (project scope, who triggered, who decided).
 
 use axum::extract::{FromRequestParts, MatchedPath, Request, State};
@@ -50,7 +50,7 @@ impl Caller {
     pub fn identity(&self, headers: &axum::http::HeaderMap) -> Result<Option<String>, ApiError> {
         match self {
             Caller::Token(p) => Ok(Some(p.identity())),
-            Caller::Anonymous => crate::extract::actor(headers),
+            Caller::Anonymous => actor(headers),
         }
     }
 }
@@ -64,6 +64,46 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
             .get::<Caller>()
             .cloned()
             .unwrap_or(Caller::Anonymous))
+    }
+}
+
+/// The `X-Actor` header: who is making the request when auth is disabled, for the two-person
+/// rule of approvals.
+pub fn actor(headers: &axum::http::HeaderMap) -> Result<Option<String>, ApiError> {
+    match headers.get("x-actor") {
+        None => Ok(None),
+        Some(v) => {
+            let v = v
+                .to_str()
+                .map_err(|_| ApiError::BadRequest("X-Actor must be visible ASCII".into()))?
+                .trim();
+            if v.is_empty() || v.len() > 200 {
+                return Err(ApiError::BadRequest(
+                    "X-Actor must be 1 to 200 characters".into(),
+                ));
+            }
+            Ok(Some(v.to_string()))
+        }
+    }
+}
+
+/// What a route needs, from its method and path (paths as the router declares them, so ids
+/// don't matter). `None`: open to anyone (health, metrics, the API description, and the
+/// AlertManager webhook, which checks its own token).
+pub fn required_role(method: &str, path: &str) -> Option<Role> {
+    if matches!(
+        path,
+        "/api/health" | "/metrics" | "/api/openapi.json" | "/api/webhooks/alertmanager"
+    ) {
+        return None;
+    }
+    let operator_actions = ["/trigger", "/cancel", "/retry", "/approve", "/reject"];
+    match method {
+        "GET" | "HEAD" if path.starts_with("/api/tokens") => Some(Role::Admin),
+        "GET" | "HEAD" => Some(Role::Viewer),
+        "POST" if path == "/api/events" => Some(Role::Operator),
+        "POST" if operator_actions.iter().any(|a| path.ends_with(a)) => Some(Role::Operator),
+        _ => Some(Role::Admin),
     }
 }
 
@@ -93,7 +133,7 @@ pub async fn authenticate(
     if secret.len() > 512 {
         return Err(ApiError::Unauthorized("unknown or revoked token".into()));
     }
-    orchestration_core::store::tokens::token_authenticate(&state.pool, &auth::token_hash(secret))
+    orchestration_core::store::tokens::authenticate(&state.pool, &auth::token_hash(secret))
         .await?
         .ok_or_else(|| ApiError::Unauthorized("unknown or revoked token".into()))
 }
@@ -115,7 +155,7 @@ pub async fn require_token(
     else {
         return next.run(request).await;
     };
-    let Some(needed) = auth::required_role(request.method().as_str(), &route) else {
+    let Some(needed) = required_role(request.method().as_str(), &route) else {
         return next.run(request).await;
     };
     let principal = match authenticate(&state, request.headers()).await {
@@ -134,4 +174,43 @@ pub async fn require_token(
     }
     request.extensions_mut().insert(Caller::Token(principal));
     next.run(request).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_need_the_role_their_action_implies() {
+        assert_eq!(required_role("GET", "/api/health"), None);
+        assert_eq!(required_role("GET", "/metrics"), None);
+        assert_eq!(
+            required_role("GET", "/api/runs/{run_id}"),
+            Some(Role::Viewer)
+        );
+        assert_eq!(
+            required_role("POST", "/api/workflows/{id}/trigger"),
+            Some(Role::Operator)
+        );
+        assert_eq!(
+            required_role("POST", "/api/approvals/{id}/approve"),
+            Some(Role::Operator)
+        );
+        assert_eq!(required_role("POST", "/api/events"), Some(Role::Operator));
+        assert_eq!(required_role("POST", "/api/agents"), Some(Role::Admin));
+        assert_eq!(
+            required_role("DELETE", "/api/workflows/{id}"),
+            Some(Role::Admin)
+        );
+        assert_eq!(required_role("GET", "/api/tokens"), Some(Role::Admin));
+        assert_eq!(required_role("POST", "/api/projects"), Some(Role::Admin));
+        assert_eq!(
+            required_role("POST", "/api/subscriptions"),
+            Some(Role::Admin)
+        );
+        assert_eq!(
+            required_role("GET", "/api/subscriptions/{id}/deliveries"),
+            Some(Role::Viewer)
+        );
+    }
 }

@@ -167,7 +167,7 @@ impl KnownProjects {
         if self.0.read().expect("known projects lock").contains(&id) {
             return Ok(());
         }
-        orchestration_core::store::projects::project_require(pool, id).await?;
+        orchestration_core::store::projects::require(pool, id).await?;
         self.0.write().expect("known projects lock").insert(id);
         Ok(())
     }
@@ -192,25 +192,6 @@ impl FromRequestParts<AppState> for ProjectScope {
         let id = caller.project(asked)?;
         state.known_projects.require(&state.pool, id).await?;
         Ok(ProjectScope(id))
-    }
-}
-
-/// The `X-Actor` header: who is making the request, for the two-person rule of approvals.
-pub fn actor(headers: &axum::http::HeaderMap) -> Result<Option<String>, ApiError> {
-    match headers.get("x-actor") {
-        None => Ok(None),
-        Some(v) => {
-            let v = v
-                .to_str()
-                .map_err(|_| ApiError::BadRequest("X-Actor must be visible ASCII".into()))?
-                .trim();
-            if v.is_empty() || v.len() > 200 {
-                return Err(ApiError::BadRequest(
-                    "X-Actor must be 1 to 200 characters".into(),
-                ));
-            }
-            Ok(Some(v.to_string()))
-        }
     }
 }
 

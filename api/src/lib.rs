@@ -1,12 +1,32 @@
-//! The REST API: routes, request parsing and the one error type. The state machine and all
-//! SQL live in `orchestration-core`; handlers here translate HTTP to those calls and back.
+//! # orchestration-api
+//!
+//! The REST API: it translates HTTP to the engine's calls and back. The state machine and all
+//! SQL live in `orchestration-core`; the worker runtime (for embedded workers) in
+//! `orchestration-worker`.
+//!
+//! ## Layout
+//! - [`app`]: start-up and shutdown of the API process (settings in [`settings`], flags and
+//!   environment in [`cli`]), embedded workers and the event-trigger consumer included.
+//! - `routes`: one file per resource, each handler next to its OpenAPI operation;
+//!   [`openapi`]: what the document shares (errors, security, tags).
+//! - [`wire`]: the JSON the API takes and gives, and the schemas of both.
+//! - [`auth`]: the route-to-role table and the middleware that enforces it; `extract`:
+//!   request parsing that answers every malformed request with a JSON error.
+//! - [`error`]: the one error type, mapped to HTTP status in one place.
+//! - [`triggers`]: the JetStream consumer that turns NATS messages into runs.
+//! - [`metrics_listener`]: `/metrics` on an address of its own.
 
+pub mod app;
 pub mod auth;
+pub mod cli;
 pub mod error;
 mod extract;
 pub mod metrics_listener;
 pub mod openapi;
 mod routes;
+pub mod settings;
+pub mod triggers;
+pub mod wire;
 
 pub use extract::KnownProjects;
 
@@ -18,6 +38,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use metrics_exporter_prometheus::PrometheusHandle;
+use orchestration_core::engine::Engine;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tracing::Instrument;
@@ -27,10 +48,11 @@ pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 
 #[derive(Clone)]
 pub struct AppState {
+    pub engine: Engine,
+    /// The engine's pool, for reads.
     pub pool: PgPool,
     /// Present when NATS_URL is set; health reports its connection.
-    pub nats: Option<orchestration_core::events::nats::async_nats::Client>,
-    pub publisher: orchestration_core::events::nats::Publisher,
+    pub nats: Option<orchestration_worker::nats::async_nats::Client>,
     /// When set, the AlertManager webhook requires `Authorization: Bearer <token>`.
     pub alertmanager_token: Option<String>,
     pub metrics: Option<PrometheusHandle>,
@@ -38,16 +60,24 @@ pub struct AppState {
     /// Whether requests need an API token (see [`auth`]).
     pub auth: auth::AuthMode,
     /// Checked when agents are registered (and again by workers when they run).
-    pub agent_policy: orchestration_core::executor::AgentPolicy,
+    pub agent_policy: orchestration_worker::executor::AgentPolicy,
+    /// Webhook subscriptions may point at private addresses.
+    pub allow_private_webhooks: bool,
     /// Largest request body.
     pub body_limit: usize,
     pub known_projects: KnownProjects,
-    /// Workflow plans reused by later triggers while nothing they depend on changes.
-    pub plans: std::sync::Arc<orchestration_core::engine::PlanCache>,
+    /// The OpenAPI document of the routes served.
+    pub openapi: std::sync::Arc<str>,
 }
 
-pub fn router(state: AppState) -> Router {
-    routes::router()
+/// The API's router over `state` (whose `openapi` it fills with its own document).
+pub fn router(mut state: AppState) -> Router {
+    let (routes, doc) = routes::router();
+    state.openapi = doc
+        .to_json()
+        .expect("the OpenAPI document serializes")
+        .into();
+    routes
         .layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,

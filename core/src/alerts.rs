@@ -7,11 +7,12 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::engine::Engine;
+use crate::engine::change::Change;
 use crate::error::{Invalid, Result};
-use crate::events::{self, IncomingEvent, Source};
+use crate::ingest::{self, IncomingEvent, Source};
 use crate::store::alerts::{self, AlertWrite};
 use crate::telemetry::names;
 
@@ -109,10 +110,12 @@ pub struct Received {
 
 /// Stores every alert of a delivery and starts the workflows of the newly firing ones, in one
 /// transaction.
-pub async fn webhook_ingest(pool: &PgPool, hook: &Webhook) -> Result<Received> {
+pub async fn webhook_ingest(engine: &Engine, hook: &Webhook) -> Result<Received> {
     hook.validate()?;
-    let mut tx = pool.begin().await?;
+    let mut change = Change::begin(engine).await?;
+    let (conn, effects) = change.parts();
     let mut out = Received::default();
+    let mut counts = Vec::new();
     for a in &hook.alerts {
         let alertname = a
             .labels
@@ -123,8 +126,8 @@ pub async fn webhook_ingest(pool: &PgPool, hook: &Webhook) -> Result<Received> {
         let annotations = json!(a.annotations);
         // AlertManager writes the zero time for "not ended yet".
         let ends_at = a.ends_at.filter(|t| t.timestamp() > 0);
-        let (alert, inserted) = alerts::alert_upsert(
-            &mut *tx,
+        let (alert, inserted) = alerts::upsert(
+            &mut *conn,
             &AlertWrite {
                 fingerprint: &a.fingerprint,
                 status: &a.status,
@@ -138,8 +141,7 @@ pub async fn webhook_ingest(pool: &PgPool, hook: &Webhook) -> Result<Received> {
             },
         )
         .await?;
-        metrics::counter!(names::ALERTS_RECEIVED, "alertname" => alertname.to_string(), "status" => a.status.clone())
-            .increment(1);
+        counts.push((alertname.to_string(), a.status.clone()));
         out.received += 1;
         if inserted && a.status == "firing" {
             let alert_json: Value = serde_json::to_value(&alert).unwrap_or(Value::Null);
@@ -152,11 +154,15 @@ pub async fn webhook_ingest(pool: &PgPool, hook: &Webhook) -> Result<Received> {
                 received_at: Utc::now(),
                 project_id: None,
             };
-            let ingested = events::event_ingest_in(&mut tx, &event, "alert").await?;
+            let ingested = ingest::ingest_in(&mut *conn, effects, &event).await?;
             out.triggered_runs.extend(ingested.runs);
         }
     }
-    tx.commit().await?;
+    change.commit(engine).await?;
+    for (alertname, status) in counts {
+        metrics::counter!(names::ALERTS_RECEIVED, "alertname" => alertname, "status" => status)
+            .increment(1);
+    }
     Ok(out)
 }
 

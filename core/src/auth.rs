@@ -1,50 +1,26 @@
 //! Who is asking, and what they may do. API tokens carry a role and (except the bootstrap
-//! admin) a project; the API asks [`Policy::required`] what a route needs and
-//! [`Principal::may`] whether the caller has it. Secrets are random, shown once, and stored
-//! only as SHA-256 hashes.
+//! admin) a project; [`Principal::may`] says whether a caller has a role (the API's route
+//! table says which role a route needs). Secrets are random, shown once, and stored only as
+//! SHA-256 hashes.
 
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-/// Roles, weakest first: each includes what the ones before it may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Reads everything of its project.
-    Viewer,
-    /// Also triggers, cancels and retries runs, decides approvals, posts events.
-    Operator,
-    /// Also manages agents, workflows, tokens (and, deployment-wide, projects).
-    Admin,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Viewer => "viewer",
-            Role::Operator => "operator",
-            Role::Admin => "admin",
-        }
+spelled_enum!(
+    /// Roles, weakest first: each includes what the ones before it may do.
+    Role {
+        /// Reads everything of its project.
+        Viewer => "viewer",
+        /// Also triggers, cancels and retries runs, decides approvals, posts events.
+        Operator => "operator",
+        /// Also manages agents, workflows, tokens (and, deployment-wide, projects).
+        Admin => "admin",
     }
-    pub fn parse(s: &str) -> Option<Role> {
-        match s {
-            "viewer" => Some(Role::Viewer),
-            "operator" => Some(Role::Operator),
-            "admin" => Some(Role::Admin),
-            _ => None,
-        }
-    }
-}
-
-impl std::fmt::Display for Role {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+);
+stored_text!(Role);
 
 /// The caller behind a valid token.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Principal {
     pub token_id: Uuid,
     pub name: String,
@@ -107,26 +83,6 @@ pub fn token_hash(secret: &str) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// What a route needs, from its method and path (paths as the router declares them, so
-/// ids don't matter). `None`: open to anyone (health, metrics, the API description, and the
-/// AlertManager webhook, which checks its own token).
-pub fn required_role(method: &str, path: &str) -> Option<Role> {
-    if matches!(
-        path,
-        "/api/health" | "/metrics" | "/api/openapi.json" | "/api/webhooks/alertmanager"
-    ) {
-        return None;
-    }
-    let operator_actions = ["/trigger", "/cancel", "/retry", "/approve", "/reject"];
-    match method {
-        "GET" | "HEAD" if path.starts_with("/api/tokens") => Some(Role::Admin),
-        "GET" | "HEAD" => Some(Role::Viewer),
-        "POST" if path == "/api/events" => Some(Role::Operator),
-        "POST" if operator_actions.iter().any(|a| path.ends_with(a)) => Some(Role::Operator),
-        _ => Some(Role::Admin),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,31 +134,5 @@ mod tests {
         };
         assert_eq!(global.project(None), Ok(1));
         assert_eq!(global.project(Some(7)), Ok(7));
-    }
-
-    #[test]
-    fn routes_need_the_role_their_action_implies() {
-        assert_eq!(required_role("GET", "/api/health"), None);
-        assert_eq!(required_role("GET", "/metrics"), None);
-        assert_eq!(
-            required_role("GET", "/api/runs/{run_id}"),
-            Some(Role::Viewer)
-        );
-        assert_eq!(
-            required_role("POST", "/api/workflows/{id}/trigger"),
-            Some(Role::Operator)
-        );
-        assert_eq!(
-            required_role("POST", "/api/approvals/{id}/approve"),
-            Some(Role::Operator)
-        );
-        assert_eq!(required_role("POST", "/api/events"), Some(Role::Operator));
-        assert_eq!(required_role("POST", "/api/agents"), Some(Role::Admin));
-        assert_eq!(
-            required_role("DELETE", "/api/workflows/{id}"),
-            Some(Role::Admin)
-        );
-        assert_eq!(required_role("GET", "/api/tokens"), Some(Role::Admin));
-        assert_eq!(required_role("POST", "/api/projects"), Some(Role::Admin));
     }
 }

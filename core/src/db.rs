@@ -1,14 +1,47 @@
-//! Connecting to PostgreSQL: creates the database when it does not exist yet, and applies this
-//! project's migrations and the queue's. Both binaries call this at start-up; concurrent callers
-//! are serialized by the migrators' advisory locks.
+//! Connecting to PostgreSQL: creates the database when it does not exist yet, and applies the
+//! outbox's migrations (apalis-postgres, schema `apalis`) and then this project's (which add to
+//! the outbox's table). Both binaries call this at start-up; concurrent callers are serialized
+//! by the migrators' advisory locks.
 
 use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, Connection, PgPool};
+use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
 
 use crate::error::{Error, Result};
+
+/// Where the database is and how to use it.
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    /// Created if it does not exist.
+    pub url: String,
+    /// Largest number of connections one process opens.
+    pub max_connections: u32,
+    /// How long start-up waits for an unreachable database.
+    pub startup_timeout: Duration,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        DatabaseSettings {
+            url: "postgres://postgres@127.0.0.1:5432/orchestration".into(),
+            max_connections: 20,
+            startup_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Connects to the database `settings` name (creating it) and migrates it: what every
+/// process does first.
+pub async fn open(settings: &DatabaseSettings) -> Result<PgPool> {
+    connect_and_migrate(
+        &settings.url,
+        settings.max_connections,
+        settings.startup_timeout,
+    )
+    .await
+}
 
 /// Opens a pool, creating the database named in `url` if it is missing.
 pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool> {
@@ -29,8 +62,6 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool> {
         .await?;
     Ok(pool)
 }
-
-use sqlx::PgConnection;
 
 async fn create_database(options: &PgConnectOptions) -> Result<()> {
     let name = options
@@ -56,8 +87,16 @@ async fn create_database(options: &PgConnectOptions) -> Result<()> {
     Ok(())
 }
 
-/// Applies our schema. Safe to run from many processes at once.
+/// Applies the schema. Safe to run from many processes at once.
 pub async fn migrate(pool: &PgPool) -> Result<()> {
+    apalis_postgres::PostgresStorage::<()>::setup(pool)
+        .await
+        .map_err(|e| match e {
+            apalis_postgres::Error::Database(e) => Error::Database(e),
+            other => Error::Database(sqlx::Error::Protocol(format!(
+                "the outbox's migrations failed: {other}"
+            ))),
+        })?;
     sqlx::migrate!("../migrations").run(pool).await?;
     Ok(())
 }

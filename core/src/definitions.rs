@@ -48,7 +48,7 @@ pub async fn workflow_save(
     validate_trigger(&input.trigger)?;
     let mut tx = pool.begin().await?;
     let refs: Vec<String> = input.nodes.iter().map(|n| n.agent_id.clone()).collect();
-    let known = agents::agent_resolve_many(&mut tx, project_id, &refs).await?;
+    let known = agents::resolve_many(&mut tx, project_id, &refs).await?;
     let dag = Dag::parse(input.nodes, &known)?;
     let write = workflows::WorkflowWrite {
         name: input.name.trim(),
@@ -57,8 +57,8 @@ pub async fn workflow_save(
         nodes: dag.nodes(),
     };
     let workflow = match id {
-        None => workflows::workflow_insert(&mut tx, project_id, &write).await?,
-        Some(id) => workflows::workflow_update(&mut tx, project_id, id, &write).await?,
+        None => workflows::insert(&mut tx, project_id, &write).await?,
+        Some(id) => workflows::update(&mut tx, project_id, id, &write).await?,
     };
     tx.commit().await?;
     Ok(workflow)

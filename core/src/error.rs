@@ -26,6 +26,10 @@ pub enum Error {
     Conflict(String),
     #[error("{0}")]
     Forbidden(String),
+    /// A concurrent trigger with the same idempotency key committed first; the engine answers
+    /// with that trigger's run.
+    #[error("idempotency key taken by a concurrent trigger")]
+    IdempotencyKeyTaken,
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("migration failed: {0}")]

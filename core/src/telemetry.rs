@@ -1,10 +1,20 @@
 //! Logging and metrics set-up, and the names of every metric in one place so that the API,
 //! the workers and the dashboards agree on them.
 
+use std::sync::OnceLock;
+
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
-use crate::config::LogFormat;
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// One JSON object per line, for log pipelines.
+    #[default]
+    Json,
+    /// Human-readable lines, for development.
+    Pretty,
+}
 
 pub mod names {
     pub const NODE_EXECUTIONS: &str = "orchestration_node_executions_total";
@@ -30,6 +40,13 @@ pub mod names {
     pub const APPROVALS_PENDING: &str = "orchestration_approvals_pending";
     pub const APPROVAL_WAIT: &str = "orchestration_approval_wait_seconds";
     pub const BUILD_INFO: &str = "orchestration_build_info";
+    /// Lifecycle events delivered, by sink (`nats`, `webhook`), counted once the sink
+    /// acknowledged them.
+    pub const OUTBOX_DELIVERED: &str = "orchestration_outbox_delivered_total";
+    /// Delivery attempts that failed (and will be retried), by sink.
+    pub const OUTBOX_FAILURES: &str = "orchestration_outbox_failures_total";
+    /// Outbox jobs not delivered yet, by queue (sampled).
+    pub const OUTBOX_PENDING: &str = "orchestration_outbox_pending";
 }
 
 /// Keeps the trace exporter alive; dropping it flushes the spans still buffered.
@@ -146,8 +163,14 @@ pub fn trace_id_of(span: &tracing::Span) -> Option<String> {
     traceparent_of(span).and_then(|tp| tp.split('-').nth(1).map(str::to_string))
 }
 
-/// Installs the Prometheus recorder for this process and returns the handle that renders it.
+/// Installs the Prometheus recorder for this process (once: later calls, such as a second
+/// application in one test process, share it) and returns the handle that renders it.
 pub fn init_metrics() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(install_metrics).clone()
+}
+
+fn install_metrics() -> PrometheusHandle {
     let handle = PrometheusBuilder::new()
         .set_buckets(&[
             0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -173,36 +196,4 @@ pub fn init_metrics() -> PrometheusHandle {
         .expect("metrics recorder is installed once per process");
     metrics::gauge!(names::BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     handle
-}
-
-/// Samples what only a look can tell: this process's CPU and memory, and (given a pool, in one
-/// process per deployment: the API) gauges read from the database, every `every`.
-pub fn spawn_sampler(
-    pool: Option<sqlx::PgPool>,
-    every: std::time::Duration,
-) -> tokio::task::JoinHandle<()> {
-    let collector = metrics_process::Collector::default();
-    collector.describe();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        loop {
-            tick.tick().await;
-            collector.collect();
-            if let Some(pool) = &pool
-                && let Err(e) = sample_database(pool).await
-            {
-                tracing::debug!(error = %e, "could not sample database gauges");
-            }
-        }
-    })
-}
-
-async fn sample_database(pool: &sqlx::PgPool) -> crate::error::Result<()> {
-    let gauges = crate::store::runs::run_gauges(pool).await?;
-    metrics::gauge!(names::RUNS_IN_PROGRESS).set(gauges.runs_in_progress as f64);
-    metrics::gauge!(names::APPROVALS_PENDING).set(gauges.approvals_pending as f64);
-    for (state, n) in crate::store::queue::queue_depth(pool).await? {
-        metrics::gauge!(names::QUEUE_DEPTH, "state" => state).set(n as f64);
-    }
-    Ok(())
 }

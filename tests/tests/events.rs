@@ -284,10 +284,14 @@ async fn lifecycle_events_follow_a_run_and_health_tracks_nats() {
         assert_eq!(body["workflowName"], "watched");
         seen.push(msg.subject.to_string());
     }
+    // Every status change of the run and its node, in the order they committed (since the
+    // outbox: the node's READY and RUNNING too).
     assert_eq!(
         seen,
         [
             "orchestration.run.running",
+            "orchestration.node.ready",
+            "orchestration.node.running",
             "orchestration.node.completed",
             "orchestration.run.completed"
         ]

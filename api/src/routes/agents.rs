@@ -1,28 +1,39 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use orchestration_core::domain::{Agent, AgentInput};
+use orchestration_core::domain::{self, AgentType};
 use orchestration_core::store::agents;
 
 use crate::AppState;
 use crate::error::ApiResult;
 use crate::extract::{ApiJson, ProjectParam, ProjectScope, parse_id};
-use crate::openapi::ItemList;
+use crate::wire::{Agent, AgentInput, ItemList};
 
 /// Entrypoints inside the agents directory, HTTP destinations on the allow-list: refused at
 /// registration already, not only when a node runs.
-fn check_policy(state: &AppState, body: &AgentInput) -> Result<(), crate::error::ApiError> {
+fn check_policy(state: &AppState, body: &domain::AgentInput) -> Result<(), crate::error::ApiError> {
     let checked = match body.agent_type {
-        orchestration_core::domain::AgentType::Script => state
+        AgentType::Script => state
             .agent_policy
             .entrypoint(body.entrypoint.as_deref().unwrap_or_default(), false)
             .map(|_| ()),
-        orchestration_core::domain::AgentType::Http => state
+        AgentType::Http => state
             .agent_policy
             .http_destination(body.url.as_deref().unwrap_or_default()),
-        orchestration_core::domain::AgentType::Builtin => Ok(()),
+        AgentType::Builtin => Ok(()),
     };
     checked.map_err(crate::error::ApiError::Unprocessable)
+}
+
+/// The agent a body defines, checked.
+fn checked(
+    state: &AppState,
+    body: AgentInput,
+) -> Result<domain::AgentInput, crate::error::ApiError> {
+    let input = body.into_domain();
+    input.validate().map_err(orchestration_core::Error::from)?;
+    check_policy(state, &input)?;
+    Ok(input)
 }
 
 /// Registers an agent.
@@ -49,10 +60,9 @@ pub async fn create(
     ProjectScope(project): ProjectScope,
     ApiJson(body): ApiJson<AgentInput>,
 ) -> ApiResult<(StatusCode, Json<Agent>)> {
-    body.validate().map_err(orchestration_core::Error::from)?;
-    check_policy(&state, &body)?;
-    let agent = agents::agent_insert(&state.pool, project, &body).await?;
-    Ok((StatusCode::CREATED, Json(agent)))
+    let input = checked(&state, body)?;
+    let agent = agents::insert(&state.pool, project, &input).await?;
+    Ok((StatusCode::CREATED, Json(agent.into())))
 }
 
 /// Lists the agents of a project.
@@ -73,7 +83,7 @@ pub async fn list(
     State(state): State<AppState>,
     ProjectScope(project): ProjectScope,
 ) -> ApiResult<Json<ItemList<Agent>>> {
-    let items = agents::agent_list(&state.pool, project).await?;
+    let items = agents::list(&state.pool, project).await?;
     Ok(Json(items.into()))
 }
 
@@ -97,7 +107,7 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Agent>> {
     let id = parse_id(&id, "agent")?;
-    Ok(Json(agents::agent_get(&state.pool, project, id).await?))
+    Ok(Json(agents::get(&state.pool, project, id).await?.into()))
 }
 
 /// Replaces an agent's definition; runs in flight keep the settings they started with.
@@ -126,10 +136,11 @@ pub async fn update(
     ApiJson(body): ApiJson<AgentInput>,
 ) -> ApiResult<Json<Agent>> {
     let id = parse_id(&id, "agent")?;
-    body.validate().map_err(orchestration_core::Error::from)?;
-    check_policy(&state, &body)?;
+    let input = checked(&state, body)?;
     Ok(Json(
-        agents::agent_update(&state.pool, project, id, &body).await?,
+        agents::update(&state.pool, project, id, &input)
+            .await?
+            .into(),
     ))
 }
 
@@ -159,7 +170,7 @@ pub async fn delete(
         .begin()
         .await
         .map_err(orchestration_core::Error::from)?;
-    agents::agent_delete(&mut tx, project, id).await?;
+    agents::delete(&mut tx, project, id).await?;
     tx.commit().await.map_err(orchestration_core::Error::from)?;
     Ok(StatusCode::NO_CONTENT)
 }

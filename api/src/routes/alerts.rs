@@ -2,15 +2,15 @@ use axum::Json;
 use axum::extract::State;
 use chrono::{DateTime, Datelike, Utc};
 use orchestration_core::alerts::{self, Webhook};
-use orchestration_core::domain::Alert;
 use orchestration_core::store;
+use orchestration_core::store::alerts::Alert;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiBytes, ApiQuery, json_body, reject_nul};
-use crate::openapi::{AlertState, ItemList, WebhookDoc, WebhookReceived};
+use crate::wire::{AlertDoc, AlertStateDoc, ItemList, WebhookDoc, WebhookReceived};
 
 /// AlertManager's webhook receiver. Any body that is not a valid version-4 payload gets a 4xx
 /// that says what is wrong. Newly firing alerts start the workflows whose event trigger
@@ -81,7 +81,7 @@ pub async fn webhook(
             }
         }
     }
-    let received = alerts::webhook_ingest(&state.pool, &hook).await?;
+    let received = alerts::webhook_ingest(&state.engine, &hook).await?;
     Ok(Json(WebhookReceived {
         received: received.received,
         triggered_runs: received.triggered_runs,
@@ -97,7 +97,7 @@ pub(crate) fn storable(t: DateTime<Utc>) -> bool {
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// Only alerts in this state.
-    #[param(value_type = Option<AlertState>)]
+    #[param(value_type = Option<AlertStateDoc>)]
     status: Option<String>,
     /// At most this many alerts, most recently received first (default 100).
     #[param(minimum = 1, maximum = 1000)]
@@ -112,7 +112,7 @@ pub struct ListParams {
     tag = "alerts",
     params(ListParams),
     responses(
-        (status = 200, description = "Alerts", body = ItemList<Alert>),
+        (status = 200, description = "Alerts", body = ItemList<AlertDoc>),
         (status = 400, response = crate::error::BadRequest),
         (status = 503, response = crate::error::Unavailable),
     )
@@ -136,7 +136,7 @@ pub async fn list(
             "limit must be between 1 and 1000".into(),
         ));
     }
-    let items = store::alerts::alert_list(&state.pool, status, limit).await?;
+    let items = store::alerts::list(&state.pool, status, limit).await?;
     Ok(Json(items.into()))
 }
 

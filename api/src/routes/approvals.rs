@@ -1,8 +1,8 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
-use orchestration_core::domain::{Approval, ApprovalStatus};
-use orchestration_core::engine::{self, Decision};
+use orchestration_core::engine::approval::Decision;
+use orchestration_core::lifecycle::ApprovalStatus;
 use orchestration_core::store;
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
@@ -10,13 +10,13 @@ use utoipa::{IntoParams, ToSchema};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiBytes, ApiQuery, ProjectParam, ProjectScope, optional_body, parse_id};
-use crate::openapi::ItemList;
+use crate::wire::{Approval, ApprovalStatusDoc, ItemList};
 
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// Only approvals in this status.
-    #[param(value_type = Option<ApprovalStatus>)]
+    #[param(value_type = Option<ApprovalStatusDoc>)]
     status: Option<String>,
     /// At most this many approvals, newest first (default 100).
     #[param(minimum = 1, maximum = 1000)]
@@ -56,7 +56,7 @@ pub async fn list(
             "limit must be between 1 and 1000".into(),
         ));
     }
-    let items = store::approvals::approval_list(&state.pool, project, status, limit).await?;
+    let items = store::approvals::list(&state.pool, project, status, limit).await?;
     Ok(Json(items.into()))
 }
 
@@ -81,7 +81,9 @@ pub async fn get(
 ) -> ApiResult<Json<Approval>> {
     let id = parse_id(&id, "approval")?;
     Ok(Json(
-        store::approvals::approval_get(&state.pool, project, id).await?,
+        store::approvals::get(&state.pool, project, id)
+            .await?
+            .into(),
     ))
 }
 
@@ -122,17 +124,18 @@ async fn decide(
             )));
         }
     }
-    let approval = engine::approval_decide(
-        &state.pool,
-        project,
-        id,
-        decision,
-        by,
-        actor.as_deref(),
-        body.comment.as_deref(),
-    )
-    .await?;
-    Ok(Json(approval))
+    let approval = state
+        .engine
+        .approval_decide(
+            project,
+            id,
+            decision,
+            by,
+            actor.as_deref(),
+            body.comment.as_deref(),
+        )
+        .await?;
+    Ok(Json(approval.into()))
 }
 
 /// Approves a pending request: the node starts. Whoever triggered the run may not approve it.

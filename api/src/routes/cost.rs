@@ -9,8 +9,8 @@ use uuid::Uuid;
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiQuery, ProjectParam, ProjectScope, parse_id};
-use crate::openapi::CostReport;
 use crate::routes::alerts::storable;
+use crate::wire::CostReport;
 
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -50,7 +50,7 @@ async fn report(
     w: &Window,
 ) -> ApiResult<Json<CostReport>> {
     let (from, to) = window(w)?;
-    let lines = cost::cost_by_agent(&state.pool, project, workflow, from, to).await?;
+    let lines = cost::by_agent(&state.pool, project, workflow, from, to).await?;
     let seconds: f64 = lines.iter().map(|l| l.execution_seconds).sum();
     let total: f64 = lines.iter().map(|l| l.cost).sum();
     Ok(Json(CostReport {
@@ -61,7 +61,7 @@ async fn report(
         execution_seconds: seconds,
         execution_minutes: seconds / 60.0,
         cost: total,
-        items: lines,
+        items: lines.into_iter().map(Into::into).collect(),
     }))
 }
 
@@ -86,7 +86,7 @@ pub async fn workflow(
     ApiQuery(w): ApiQuery<Window>,
 ) -> ApiResult<Json<CostReport>> {
     let id = parse_id(&id, "workflow")?;
-    workflows::workflow_get(&state.pool, project, id).await?;
+    workflows::get(&state.pool, project, id).await?;
     report(&state, project, Some(id), &w).await
 }
 

@@ -2,7 +2,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::Utc;
-use orchestration_core::events::{self, IncomingEvent, Source};
+use orchestration_core::ingest::{self, IncomingEvent, Source};
 use serde::Deserialize;
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ProjectParam, ProjectScope};
-use crate::openapi::EventAccepted;
+use crate::wire::EventAccepted;
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -82,7 +82,7 @@ pub async fn ingest(
         received_at: Utc::now(),
         project_id: Some(project),
     };
-    let ingested = events::event_ingest(&state.pool, &event).await?;
+    let ingested = ingest::ingest(&state.engine, &event).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(EventAccepted {

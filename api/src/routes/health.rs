@@ -2,7 +2,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 
-use crate::openapi::{Health, HealthStatus};
+use crate::wire::{Health, HealthStatus};
 use crate::{AppState, HEALTH_DB_TIMEOUT};
 
 /// Whether the service can serve: 200 while the database answers, 503 when it does not, so
@@ -30,7 +30,7 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>)
     let nats: Option<bool> = state
         .nats
         .as_ref()
-        .map(orchestration_core::events::nats::is_connected);
+        .map(orchestration_worker::nats::is_connected);
     let healthy = database && nats.unwrap_or(true);
     let code = if database {
         StatusCode::OK
@@ -67,4 +67,19 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>)
 )]
 pub async fn metrics(State(state): State<AppState>) -> String {
     crate::metrics_text(State(state)).await
+}
+
+/// This document.
+#[utoipa::path(
+    get,
+    path = "/api/openapi.json",
+    operation_id = "getOpenApi",
+    tag = "health",
+    responses((status = 200, description = "The OpenAPI 3 document of this API", body = Object))
+)]
+pub async fn document(State(state): State<AppState>) -> impl axum::response::IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        state.openapi.to_string(),
+    )
 }

@@ -1,7 +1,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use orchestration_core::domain::{Project, validate_name};
+use orchestration_core::domain::validate_name;
 use orchestration_core::store::projects;
 use serde::Deserialize;
 use utoipa::ToSchema;
@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use crate::AppState;
 use crate::error::ApiResult;
 use crate::extract::ApiJson;
-use crate::openapi::ItemList;
+use crate::wire::{ItemList, Project};
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -48,8 +48,8 @@ pub async fn create(
         .into());
     }
     validate_name("name", &body.name).map_err(orchestration_core::Error::from)?;
-    let project = projects::project_insert(&state.pool, body.name.trim()).await?;
-    Ok((StatusCode::CREATED, Json(project)))
+    let project = projects::insert(&state.pool, body.name.trim()).await?;
+    Ok((StatusCode::CREATED, Json(project.into())))
 }
 
 /// Lists all projects.
@@ -67,7 +67,7 @@ pub async fn list(
     State(state): State<AppState>,
     caller: crate::auth::Caller,
 ) -> ApiResult<Json<ItemList<Project>>> {
-    let mut items = projects::project_list(&state.pool).await?;
+    let mut items = projects::list(&state.pool).await?;
     // A project token sees its own project only.
     if let crate::auth::Caller::Token(p) = &caller
         && let Some(own) = p.project_id

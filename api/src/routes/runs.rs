@@ -1,18 +1,18 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use orchestration_core::domain::{RunDetail, RunStatus, RunSummary};
-use orchestration_core::engine;
-use orchestration_core::events::nats::lifecycle;
-use orchestration_core::store::{runs, workflows};
+use orchestration_core::engine::trigger::TriggerRequest;
+use orchestration_core::lifecycle::RunStatus;
+use orchestration_core::store::{details, runs, workflows};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiBytes, ApiQuery, ProjectParam, ProjectScope, optional_body, parse_id};
-use crate::openapi::{ItemList, Triggered};
+use crate::wire::{ItemList, RunDetail, RunStatusDoc, RunSummary, Triggered};
 
 /// The optional body of a trigger.
 #[derive(Deserialize, Default, ToSchema)]
@@ -70,31 +70,18 @@ pub async fn trigger(
     };
     let context = body.context.unwrap_or_else(|| json!({}));
     let actor = caller.identity(&headers)?;
-    let triggered = engine::run_trigger(
-        &state.pool,
-        &state.plans,
-        engine::TriggerRequest {
+    let triggered = state
+        .engine
+        .trigger(TriggerRequest {
             project_id: project,
             workflow_id: id,
             context,
             trigger: "manual",
             idempotency_key: key.as_deref(),
             actor: actor.as_deref(),
-        },
-    )
-    .await?;
+        })
+        .await?;
     let run = triggered.run;
-    if triggered.created {
-        metrics::counter!(
-            orchestration_core::telemetry::names::RUNS_STARTED,
-            "workflow" => run.workflow_name.clone(),
-            "trigger" => "manual"
-        )
-        .increment(1);
-        let body = lifecycle(json!({"runId": run.id, "workflowId": run.workflow_id,
-            "workflowName": run.workflow_name, "status": run.status, "trigger": "manual"}));
-        state.publisher.run("running", body).await;
-    }
     let status = if triggered.created {
         StatusCode::ACCEPTED
     } else {
@@ -131,16 +118,11 @@ pub async fn cancel(
     Path(run_id): Path<String>,
 ) -> ApiResult<Json<RunDetail>> {
     let run_id = parse_id(&run_id, "run")?;
-    let run = engine::run_cancel(&state.pool, project, run_id, "cancelled by request").await?;
-    let body = lifecycle(json!({"runId": run.id, "workflowId": run.workflow_id,
-        "workflowName": run.workflow_name, "status": "CANCELLED"}));
-    state.publisher.run("cancelled", body).await;
-    let mut conn = state
-        .pool
-        .acquire()
-        .await
-        .map_err(orchestration_core::Error::from)?;
-    Ok(Json(runs::run_get(&mut conn, project, run_id).await?))
+    state
+        .engine
+        .run_cancel(project, run_id, "cancelled by request")
+        .await?;
+    detail(&state, project, run_id).await
 }
 
 /// The optional body of a retry.
@@ -179,13 +161,11 @@ pub async fn retry(
 ) -> ApiResult<Json<RunDetail>> {
     let run_id = parse_id(&run_id, "run")?;
     let body: RetryBody = optional_body(&body)?;
-    engine::run_retry(&state.pool, project, run_id, body.context).await?;
-    let mut conn = state
-        .pool
-        .acquire()
-        .await
-        .map_err(orchestration_core::Error::from)?;
-    Ok(Json(runs::run_get(&mut conn, project, run_id).await?))
+    state
+        .engine
+        .run_retry(project, run_id, body.context)
+        .await?;
+    detail(&state, project, run_id).await
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -193,7 +173,7 @@ pub async fn retry(
 #[serde(rename_all = "camelCase")]
 pub struct ListParams {
     /// Only runs in this status.
-    #[param(value_type = Option<RunStatus>)]
+    #[param(value_type = Option<RunStatusDoc>)]
     status: Option<String>,
     /// At most this many runs, newest first (default 50).
     #[param(minimum = 1, maximum = 1000)]
@@ -236,8 +216,8 @@ pub async fn list(
         ));
     }
     // A workflow of another project is a 404, not an empty list.
-    workflows::workflow_get(&state.pool, project, id).await?;
-    let items = runs::run_list(&state.pool, project, id, status, limit).await?;
+    workflows::get(&state.pool, project, id).await?;
+    let items = runs::list(&state.pool, project, id, status, limit).await?;
     Ok(Json(items.into()))
 }
 
@@ -261,12 +241,7 @@ pub async fn get(
     Path(run_id): Path<String>,
 ) -> ApiResult<Json<RunDetail>> {
     let run_id = parse_id(&run_id, "run")?;
-    let mut conn = state
-        .pool
-        .acquire()
-        .await
-        .map_err(orchestration_core::Error::from)?;
-    Ok(Json(runs::run_get(&mut conn, project, run_id).await?))
+    detail(&state, project, run_id).await
 }
 
 /// One run, as a run of this workflow (404 when it is another workflow's).
@@ -294,14 +269,19 @@ pub async fn get_in_workflow(
 ) -> ApiResult<Json<RunDetail>> {
     let id = parse_id(&id, "workflow")?;
     let run_id = parse_id(&run_id, "run")?;
+    let run = detail(&state, project, run_id).await?;
+    if run.run.workflow_id != id {
+        return Err(orchestration_core::Error::NotFound("run").into());
+    }
+    Ok(run)
+}
+
+/// Run `run_id` with its nodes, attempts and approvals.
+async fn detail(state: &AppState, project: i64, run_id: Uuid) -> ApiResult<Json<RunDetail>> {
     let mut conn = state
         .pool
         .acquire()
         .await
         .map_err(orchestration_core::Error::from)?;
-    let run = runs::run_get(&mut conn, project, run_id).await?;
-    if run.run.workflow_id != id {
-        return Err(orchestration_core::Error::NotFound("run").into());
-    }
-    Ok(Json(run))
+    Ok(Json(details::run(&mut conn, project, run_id).await?.into()))
 }

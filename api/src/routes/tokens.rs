@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use orchestration_core::auth::{self, Role};
 use orchestration_core::domain::validate_name;
-use orchestration_core::store::tokens::{self, NewToken, Token};
+use orchestration_core::store::tokens::{self, NewToken};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -16,7 +16,7 @@ use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, parse_id};
-use crate::openapi::ItemList;
+use crate::wire::{ItemList, TokenView};
 
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -45,22 +45,6 @@ pub struct CreatedToken {
     created_at: DateTime<Utc>,
     /// `Authorization: Bearer <token>`. Not retrievable later.
     token: String,
-}
-
-/// A token as listed: never its secret.
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-#[allow(dead_code)]
-pub struct TokenView {
-    id: Uuid,
-    #[schema(value_type = Option<String>)]
-    project_id: Option<String>,
-    role: String,
-    name: String,
-    created_at: DateTime<Utc>,
-    created_by: Option<String>,
-    revoked_at: Option<DateTime<Utc>>,
-    last_used_at: Option<DateTime<Utc>>,
 }
 
 fn project_of(raw: &Option<serde_json::Value>) -> Result<Option<i64>, ApiError> {
@@ -106,13 +90,13 @@ pub async fn create(
         ))
     })?;
     validate_name("name", &body.name).map_err(orchestration_core::Error::from)?;
-    orchestration_core::store::projects::project_require(&state.pool, project).await?;
+    orchestration_core::store::projects::require(&state.pool, project).await?;
     let secret = auth::token_generate();
     let created_by = match &caller {
         Caller::Token(p) => Some(p.identity()),
         Caller::Anonymous => None,
     };
-    let token = tokens::token_insert(
+    let token = tokens::insert(
         &state.pool,
         &NewToken {
             project_id: Some(project),
@@ -159,8 +143,8 @@ fn visible_project(caller: &Caller) -> Option<i64> {
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-) -> ApiResult<Json<ItemList<Token>>> {
-    let items = tokens::token_list(&state.pool, visible_project(&caller)).await?;
+) -> ApiResult<Json<ItemList<TokenView>>> {
+    let items = tokens::list(&state.pool, visible_project(&caller)).await?;
     Ok(Json(items.into()))
 }
 
@@ -183,7 +167,7 @@ pub async fn revoke(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     let id = parse_id(&id, "token")?;
-    let token = tokens::token_revoke(&state.pool, visible_project(&caller), id).await?;
+    let token = tokens::revoke(&state.pool, visible_project(&caller), id).await?;
     tracing::info!(token_id = %token.id, "token revoked");
     Ok(StatusCode::NO_CONTENT)
 }

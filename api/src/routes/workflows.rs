@@ -2,13 +2,12 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use orchestration_core::definitions::workflow_save;
-use orchestration_core::domain::{Workflow, WorkflowInput};
 use orchestration_core::store::workflows;
 
 use crate::AppState;
 use crate::error::ApiResult;
 use crate::extract::{ApiJson, ProjectParam, ProjectScope, parse_id};
-use crate::openapi::ItemList;
+use crate::wire::{ItemList, Workflow, WorkflowInput};
 
 /// Creates a workflow after checking its DAG, agents, actions and input templates.
 #[utoipa::path(
@@ -34,8 +33,8 @@ pub async fn create(
     ProjectScope(project): ProjectScope,
     ApiJson(body): ApiJson<WorkflowInput>,
 ) -> ApiResult<(StatusCode, Json<Workflow>)> {
-    let workflow = workflow_save(&state.pool, project, None, body).await?;
-    Ok((StatusCode::CREATED, Json(workflow)))
+    let workflow = workflow_save(&state.pool, project, None, body.into_domain()).await?;
+    Ok((StatusCode::CREATED, Json(workflow.into())))
 }
 
 /// Lists the workflows of a project.
@@ -56,7 +55,7 @@ pub async fn list(
     State(state): State<AppState>,
     ProjectScope(project): ProjectScope,
 ) -> ApiResult<Json<ItemList<Workflow>>> {
-    let items = workflows::workflow_list(&state.pool, project).await?;
+    let items = workflows::list(&state.pool, project).await?;
     Ok(Json(items.into()))
 }
 
@@ -80,9 +79,7 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Workflow>> {
     let id = parse_id(&id, "workflow")?;
-    Ok(Json(
-        workflows::workflow_get(&state.pool, project, id).await?,
-    ))
+    Ok(Json(workflows::get(&state.pool, project, id).await?.into()))
 }
 
 /// Replaces a workflow's definition as a new version; runs in flight keep theirs.
@@ -112,7 +109,9 @@ pub async fn update(
 ) -> ApiResult<Json<Workflow>> {
     let id = parse_id(&id, "workflow")?;
     Ok(Json(
-        workflow_save(&state.pool, project, Some(id), body).await?,
+        workflow_save(&state.pool, project, Some(id), body.into_domain())
+            .await?
+            .into(),
     ))
 }
 
@@ -142,7 +141,7 @@ pub async fn delete(
         .begin()
         .await
         .map_err(orchestration_core::Error::from)?;
-    workflows::workflow_delete(&mut tx, project, id).await?;
+    workflows::delete(&mut tx, project, id).await?;
     tx.commit().await.map_err(orchestration_core::Error::from)?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -8,14 +8,15 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
-use sqlx::PgPool;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use super::CachedPlan;
-use crate::domain::RunSummary;
+use super::Engine;
+use super::change::Change;
+use super::outcome;
+use super::plans::{CachedPlan, lock};
 use crate::error::{Error, Result};
-use crate::store::runs;
+use crate::store::runs::{self, Run};
 
 /// More runs than this wait for the next statement: a statement's arrays stay small and one
 /// slow batch does not hold many triggers.
@@ -35,26 +36,26 @@ struct Waiting {
     plan: Arc<CachedPlan>,
     run: Wanted,
     /// The run, or `None` when the plan turned out to be out of date.
-    answer: oneshot::Sender<Result<Option<RunSummary>>>,
+    answer: oneshot::Sender<Result<Option<Run>>>,
 }
 
 /// The queues of triggers by workflow. A workflow has an entry exactly while a task inserts
 /// its runs.
-#[derive(Default)]
-pub(super) struct Batches {
+#[derive(Clone, Default)]
+pub(crate) struct Batches {
     queues: Arc<Mutex<HashMap<Uuid, Vec<Waiting>>>>,
 }
 
 impl Batches {
-    /// Inserts `run` planned as `plan` (see [`runs::run_insert_if_current`]), with the other
-    /// triggers of the workflow that wait at the same time.
+    /// Inserts `run` planned as `plan` (see [`runs::insert`]), with the other triggers of the
+    /// workflow that wait at the same time.
     pub(super) async fn insert(
         &self,
-        pool: &PgPool,
+        engine: &Engine,
         workflow_id: Uuid,
         plan: Arc<CachedPlan>,
         run: Wanted,
-    ) -> Result<Option<RunSummary>> {
+    ) -> Result<Option<Run>> {
         let (answer, answered) = oneshot::channel();
         let waiting = Waiting { plan, run, answer };
         {
@@ -65,7 +66,7 @@ impl Batches {
                     queues.insert(workflow_id, vec![waiting]);
                     // The statement runs in a task of its own, so a request that goes away
                     // meanwhile cannot leave the queue without anyone to empty it.
-                    tokio::spawn(drain(self.queues.clone(), workflow_id, pool.clone()));
+                    tokio::spawn(drain(self.queues.clone(), workflow_id, engine.clone()));
                 }
             }
         }
@@ -75,12 +76,8 @@ impl Batches {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 /// Inserts the workflow's queued runs until none wait, then removes its entry.
-async fn drain(queues: Arc<Mutex<HashMap<Uuid, Vec<Waiting>>>>, workflow_id: Uuid, pool: PgPool) {
+async fn drain(queues: Arc<Mutex<HashMap<Uuid, Vec<Waiting>>>>, workflow_id: Uuid, engine: Engine) {
     // Should inserting panic, the entry goes, so later triggers start a new task (and those
     // queued get an error, their answers dropped).
     struct OnPanic<'a>(&'a Mutex<HashMap<Uuid, Vec<Waiting>>>, Uuid);
@@ -110,42 +107,58 @@ async fn drain(queues: Arc<Mutex<HashMap<Uuid, Vec<Waiting>>>>, workflow_id: Uui
             while let Some(next) = taken.next_if(|w| Arc::ptr_eq(&w.plan, &group[0].plan)) {
                 group.push(next);
             }
-            insert_group(&pool, group).await;
+            insert_group(&engine, group).await;
         }
     }
 }
 
-async fn insert_group(pool: &PgPool, group: Vec<Waiting>) {
+async fn insert_group(engine: &Engine, group: Vec<Waiting>) {
     let plan = group[0].plan.clone();
-    let from = runs::PlannedFrom {
-        agents: &plan.agents,
-    };
     let new_runs: Vec<runs::NewRun<'_>> = group.iter().map(|w| new_run(&plan, &w.run)).collect();
     metrics::histogram!(crate::telemetry::names::TRIGGER_BATCH_SIZE).record(new_runs.len() as f64);
-    let answers: Vec<Result<Option<RunSummary>>> =
-        match runs::run_insert_if_current(pool, &new_runs, &from).await {
-            Ok(Some(inserted)) if inserted.len() == new_runs.len() => {
-                inserted.into_iter().map(|r| Ok(Some(r))).collect()
+    let answers: Vec<Result<Option<Run>>> = match insert_together(engine, &plan, &new_runs).await {
+        Ok(Some(inserted)) if inserted.len() == new_runs.len() => {
+            inserted.into_iter().map(|r| Ok(Some(r))).collect()
+        }
+        Ok(_) => new_runs.iter().map(|_| Ok(None)).collect(),
+        Err(e) if new_runs.len() == 1 => vec![Err(e)],
+        // A conflict of one (an idempotency key taken) fails the statement for all: each
+        // goes again alone, to get its own answer.
+        _ => {
+            let mut answers = Vec::with_capacity(new_runs.len());
+            for run in &new_runs {
+                let alone = insert_together(engine, &plan, std::slice::from_ref(run));
+                answers.push(alone.await.map(|r| r.and_then(|mut r| r.pop())));
             }
-            Ok(None) => new_runs.iter().map(|_| Ok(None)).collect(),
-            Err(e) if new_runs.len() == 1 => vec![Err(e)],
-            // A conflict of one (an idempotency key taken) fails the statement for all:
-            // each goes again alone, to get its own answer.
-            _ => {
-                let mut answers = Vec::with_capacity(new_runs.len());
-                for run in &new_runs {
-                    let alone = runs::run_insert_if_current(pool, std::slice::from_ref(run), &from);
-                    answers.push(alone.await.map(|r| r.and_then(|mut r| r.pop())));
-                }
-                answers
-            }
-        };
+            answers
+        }
+    };
     drop(new_runs);
     for (waiting, answer) in group.into_iter().zip(answers) {
         // The trigger may have gone away (its client hung up): the run stays, as it would
         // had the request ended a moment later.
         let _ = waiting.answer.send(answer);
     }
+}
+
+/// Inserts `runs` planned as `plan` in one statement, if the plan is still current (`None`
+/// otherwise), as one change.
+async fn insert_together(
+    engine: &Engine,
+    plan: &CachedPlan,
+    runs: &[runs::NewRun<'_>],
+) -> Result<Option<Vec<Run>>> {
+    let mut change = Change::single(engine, plan.project_id).await?;
+    let (conn, effects) = change.parts();
+    let from = runs::PlannedFrom {
+        agents: &plan.agents,
+    };
+    let inserted = runs::insert(conn, runs, Some(&from)).await?;
+    for run in inserted.iter().flatten() {
+        outcome::run_started(effects, run, &plan.roots);
+    }
+    change.commit(engine).await?;
+    Ok(inserted)
 }
 
 fn new_run<'a>(plan: &'a CachedPlan, run: &'a Wanted) -> runs::NewRun<'a> {

@@ -1,12 +1,12 @@
+//! What attempts cost, from `agent_runs`.
+
 use chrono::{DateTime, Utc};
-use serde::Serialize;
-use sqlx::{PgExecutor, Row};
+use sqlx::PgExecutor;
 use uuid::Uuid;
 
 use crate::error::Result;
 
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct CostLine {
     pub workflow: String,
     pub agent: String,
@@ -17,16 +17,16 @@ pub struct CostLine {
 
 /// Execution time and cost of the attempts that finished in `[from, to)`, by workflow and
 /// agent, for a project (and optionally one workflow).
-pub async fn cost_by_agent(
+pub async fn by_agent(
     db: impl PgExecutor<'_>,
     project_id: i64,
     workflow_id: Option<Uuid>,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Result<Vec<CostLine>> {
-    let rows = sqlx::query(
-        "SELECT r.workflow_name, coalesce(a.name, ar.agent_id::text) AS agent, count(*) AS attempts,
-                coalesce(sum(ar.duration_ms), 0)::float8 / 1000.0 AS seconds,
+    Ok(sqlx::query_as::<_, CostLine>(
+        "SELECT r.workflow_name AS workflow, coalesce(a.name, ar.agent_id::text) AS agent, count(*) AS attempts,
+                coalesce(sum(ar.duration_ms), 0)::float8 / 1000.0 AS execution_seconds,
                 coalesce(sum(ar.cost), 0)::float8 AS cost
          FROM agent_runs ar
          JOIN workflow_runs r ON r.id = ar.run_id
@@ -40,15 +40,5 @@ pub async fn cost_by_agent(
     .bind(from)
     .bind(to)
     .fetch_all(db)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| CostLine {
-            workflow: r.get("workflow_name"),
-            agent: r.get("agent"),
-            attempts: r.get("attempts"),
-            execution_seconds: r.get("seconds"),
-            cost: r.get("cost"),
-        })
-        .collect())
+    .await?)
 }

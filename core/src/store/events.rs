@@ -1,12 +1,15 @@
+//! `events`: every event that may start workflows, recorded once by its key, with the runs it
+//! started, so a redelivered event starts nothing new.
+
 use serde_json::Value;
+use sqlx::PgExecutor;
 use sqlx::types::Json;
-use sqlx::{PgExecutor, Row};
 use uuid::Uuid;
 
 use crate::error::Result;
 
-/// Records an event once. `None` when its key was seen before (a redelivery).
-pub async fn event_insert(
+/// Records an event once. False when its key was seen before (a redelivery).
+pub async fn insert(
     db: impl PgExecutor<'_>,
     key: &str,
     source: &str,
@@ -27,15 +30,16 @@ pub async fn event_insert(
 }
 
 /// The runs an earlier delivery of the event started.
-pub async fn event_runs(db: impl PgExecutor<'_>, key: &str) -> Result<Vec<Uuid>> {
-    let row = sqlx::query("SELECT triggered_runs FROM events WHERE event_key = $1")
-        .bind(key)
-        .fetch_optional(db)
-        .await?;
-    Ok(row.map(|r| r.get("triggered_runs")).unwrap_or_default())
+pub async fn runs(db: impl PgExecutor<'_>, key: &str) -> Result<Vec<Uuid>> {
+    let runs: Option<Vec<Uuid>> =
+        sqlx::query_scalar("SELECT triggered_runs FROM events WHERE event_key = $1")
+            .bind(key)
+            .fetch_optional(db)
+            .await?;
+    Ok(runs.unwrap_or_default())
 }
 
-pub async fn event_set_runs(db: impl PgExecutor<'_>, key: &str, runs: &[Uuid]) -> Result<()> {
+pub async fn set_runs(db: impl PgExecutor<'_>, key: &str, runs: &[Uuid]) -> Result<()> {
     sqlx::query("UPDATE events SET triggered_runs = $2 WHERE event_key = $1")
         .bind(key)
         .bind(runs)

@@ -1,49 +1,43 @@
-use sqlx::{PgExecutor, Row};
+//! `projects`: they scope agents, workflows, runs, approvals, tokens and subscriptions.
 
-use crate::domain::Project;
+use chrono::{DateTime, Utc};
+use sqlx::PgExecutor;
+
 use crate::error::{Error, Result};
 
-pub async fn project_insert(db: impl PgExecutor<'_>, name: &str) -> Result<Project> {
-    let row = sqlx::query("INSERT INTO projects (name) VALUES ($1) RETURNING id, name, created_at")
-        .bind(name)
-        .fetch_one(db)
-        .await
-        .map_err(|e| {
-            super::unique_violation(e, || format!("a project named \"{name}\" exists already"))
-        })?;
-    Ok(Project {
-        id: row.get("id"),
-        name: row.get("name"),
-        created_at: row.get("created_at"),
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Project {
+    pub id: i64,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+}
+
+pub async fn insert(db: impl PgExecutor<'_>, name: &str) -> Result<Project> {
+    sqlx::query_as::<_, Project>(
+        "INSERT INTO projects (name) VALUES ($1) RETURNING id, name, created_at",
+    )
+    .bind(name)
+    .fetch_one(db)
+    .await
+    .map_err(|e| {
+        super::unique_violation(e, || format!("a project named \"{name}\" exists already"))
     })
 }
 
-pub async fn project_list(db: impl PgExecutor<'_>) -> Result<Vec<Project>> {
-    let rows = sqlx::query("SELECT id, name, created_at FROM projects ORDER BY id")
-        .fetch_all(db)
-        .await?;
-    Ok(rows
-        .into_iter()
-        .map(|row| Project {
-            id: row.get("id"),
-            name: row.get("name"),
-            created_at: row.get("created_at"),
-        })
-        .collect())
+pub async fn list(db: impl PgExecutor<'_>) -> Result<Vec<Project>> {
+    Ok(
+        sqlx::query_as::<_, Project>("SELECT id, name, created_at FROM projects ORDER BY id")
+            .fetch_all(db)
+            .await?,
+    )
 }
 
-pub async fn project_exists(db: impl PgExecutor<'_>, id: i64) -> Result<bool> {
-    Ok(sqlx::query("SELECT 1 FROM projects WHERE id = $1")
+/// Ok when project `id` exists; `NotFound("project")` when it does not.
+pub async fn require(db: impl PgExecutor<'_>, id: i64) -> Result<()> {
+    sqlx::query_scalar::<_, i32>("SELECT 1 FROM projects WHERE id = $1")
         .bind(id)
         .fetch_optional(db)
         .await?
-        .is_some())
-}
-
-pub async fn project_require(db: impl PgExecutor<'_>, id: i64) -> Result<()> {
-    if project_exists(db, id).await? {
-        Ok(())
-    } else {
-        Err(Error::NotFound("project"))
-    }
+        .map(|_| ())
+        .ok_or(Error::NotFound("project"))
 }

@@ -8,11 +8,8 @@ use sqlx::types::Json;
 use sqlx::{PgConnection, PgExecutor, Row};
 use uuid::Uuid;
 
-use super::nodes::{NodeToRun, node_to_run_from_row};
+use super::nodes::NodeToRun;
 use crate::error::Result;
-
-/// The channel a transaction that makes a node READY notifies, so idle workers wake at once.
-pub const READY_CHANNEL: &str = "orchestration_node_ready";
 
 /// A node a worker just took: its attempt is RUNNING under the worker's lease and its attempt
 /// row exists (input not yet recorded), with what running it needs.
@@ -35,23 +32,23 @@ pub struct ClaimedNode {
 /// nodes under the same lock, a run finishes only when none is open, and only a finished run
 /// can be retried with a new context), so the context read here is the one the attempt runs
 /// with.
-pub async fn queue_claim_due(
+pub async fn claim_due(
     db: impl PgExecutor<'_>,
     worker: &str,
     limit: usize,
     lease_ms: i64,
 ) -> Result<Vec<ClaimedNode>> {
     let ids: Vec<Uuid> = (0..limit).map(|_| Uuid::now_v7()).collect();
-    let rows = sqlx::query(
+    let rows = sqlx::query(spelled!(
         "WITH picked AS (
              SELECT run_id, node_id FROM node_states
-             WHERE status = 'READY' AND ready_at <= now()
+             WHERE status IN {node.Claim.from} AND ready_at <= now()
              ORDER BY ready_at
              LIMIT $2
              FOR UPDATE SKIP LOCKED),
          claimed AS (
              UPDATE node_states n
-             SET status = 'RUNNING', attempts = n.attempts + 1, started_at = coalesce(n.started_at, now()),
+             SET status = {node.Claim.to}, attempts = n.attempts + 1, started_at = coalesce(n.started_at, now()),
                  locked_by = $1, lease_expires_at = now() + make_interval(secs => $3 / 1000.0)
              FROM picked p
              WHERE n.run_id = p.run_id AND n.node_id = p.node_id
@@ -64,15 +61,15 @@ pub async fn queue_claim_due(
          attempt AS (
              INSERT INTO agent_runs (id, run_id, node_id, agent_id, action, attempt, status, worker, started_at)
              SELECT attempt_id, run_id, node_id, (node->'agent'->>'id')::uuid, node->>'action', attempts,
-                    'RUNNING', $1, clock_timestamp()
+                    {attempt.RUNNING}, $1, clock_timestamp()
              FROM planned)
          SELECT p.*,
                 (SELECT jsonb_object_agg(o.node_id, o.output) FROM node_states o
-                 WHERE o.run_id = p.run_id AND o.status = 'COMPLETED'
+                 WHERE o.run_id = p.run_id AND o.status = {node.COMPLETED}
                    AND o.node_id IN (SELECT jsonb_array_elements_text(p.node->'reads'))
                 ) AS outputs
-         FROM planned p",
-    )
+         FROM planned p"
+    ))
     .bind(worker)
     .bind(limit as i64)
     .bind(lease_ms as f64)
@@ -90,7 +87,7 @@ pub async fn queue_claim_due(
                 ready_at: r
                     .try_get::<Option<DateTime<Utc>>, _>("ready_at")?
                     .unwrap_or_else(Utc::now),
-                run: node_to_run_from_row(r)?,
+                run: <NodeToRun as sqlx::FromRow<_>>::from_row(r)?,
             })
         })
         .collect()
@@ -98,21 +95,20 @@ pub async fn queue_claim_due(
 
 /// Records the rendered inputs of attempts claimed by [`queue_claim_due`], in the claim's
 /// transaction. An attempt closed meanwhile (a cancel) keeps no input.
-pub async fn queue_attempt_inputs(
-    conn: &mut PgConnection,
-    inputs: &[(Uuid, &Value)],
-) -> Result<()> {
+pub async fn attempt_inputs(conn: &mut PgConnection, inputs: &[(Uuid, &Value)]) -> Result<()> {
     // A few inputs (the common case under load) get a statement each: PostgreSQL plans the
     // array form afresh at every call (its generic plan looks dearer), which cost more than
     // running it (108 us of planning and 57 us of execution for one input; 150-460 us of
     // execution for a claim of two or three under load, against about 10 us a row here).
     if inputs.len() <= FEW_INPUTS {
         for (id, input) in inputs {
-            sqlx::query("UPDATE agent_runs SET input = $2 WHERE id = $1 AND status = 'RUNNING'")
-                .bind(id)
-                .bind(Json(*input))
-                .execute(&mut *conn)
-                .await?;
+            sqlx::query(spelled!(
+                "UPDATE agent_runs SET input = $2 WHERE id = $1 AND status = {attempt.RUNNING}"
+            ))
+            .bind(id)
+            .bind(Json(*input))
+            .execute(&mut *conn)
+            .await?;
         }
         return Ok(());
     }
@@ -120,10 +116,10 @@ pub async fn queue_attempt_inputs(
     let values: Vec<Json<&Value>> = inputs.iter().map(|(_, v)| Json(*v)).collect();
     // `id = ANY` so the rows are found through the primary key whatever the batch size (a
     // join with unnest() was planned as a scan of the whole table).
-    sqlx::query(
+    sqlx::query(spelled!(
         "UPDATE agent_runs a SET input = ($2::jsonb[])[array_position($1::uuid[], a.id)]
-         WHERE a.id = ANY($1) AND a.status = 'RUNNING'",
-    )
+         WHERE a.id = ANY($1) AND a.status = {attempt.RUNNING}"
+    ))
     .bind(&ids)
     .bind(&values)
     .execute(conn)
@@ -136,9 +132,8 @@ const FEW_INPUTS: usize = 4;
 
 /// Wakes idle workers when the caller's transaction commits (PostgreSQL delivers a
 /// notification only then, and once per transaction however often it is sent).
-pub async fn queue_notify(db: impl PgExecutor<'_>) -> Result<()> {
-    sqlx::query("SELECT pg_notify($1, '')")
-        .bind(READY_CHANNEL)
+pub async fn notify(db: impl PgExecutor<'_>) -> Result<()> {
+    sqlx::query(concat!("SELECT pg_notify('", ready_channel!(), "', '')"))
         .execute(db)
         .await?;
     Ok(())
@@ -146,13 +141,13 @@ pub async fn queue_notify(db: impl PgExecutor<'_>) -> Result<()> {
 
 /// Jobs by state: `pending` (due, waiting for a worker), `scheduled` (a retry waiting out its
 /// backoff), `running` (held by a worker).
-pub async fn queue_depth(db: impl PgExecutor<'_>) -> Result<Vec<(&'static str, i64)>> {
-    let row: (i64, i64, i64) = sqlx::query_as(
-        "SELECT count(*) FILTER (WHERE status = 'READY' AND ready_at <= now()),
-                count(*) FILTER (WHERE status = 'READY' AND ready_at > now()),
-                count(*) FILTER (WHERE status = 'RUNNING')
-         FROM node_states WHERE status IN ('READY', 'RUNNING')",
-    )
+pub async fn depth(db: impl PgExecutor<'_>) -> Result<Vec<(&'static str, i64)>> {
+    let row: (i64, i64, i64) = sqlx::query_as(spelled!(
+        "SELECT count(*) FILTER (WHERE status = {node.READY} AND ready_at <= now()),
+                count(*) FILTER (WHERE status = {node.READY} AND ready_at > now()),
+                count(*) FILTER (WHERE status = {node.RUNNING})
+         FROM node_states WHERE status IN ({node.READY}, {node.RUNNING})"
+    ))
     .fetch_one(db)
     .await?;
     Ok(vec![

@@ -2,19 +2,16 @@
 //! revoked by setting `revoked_at` (effective on the next request, in every API replica).
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
-use sqlx::{PgExecutor, PgPool, Row};
+use sqlx::{PgExecutor, PgPool};
 use uuid::Uuid;
 
 use crate::auth::{Principal, Role};
 use crate::error::{Error, Result};
 
 /// A token as listed: never its secret.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Token {
     pub id: Uuid,
-    #[serde(serialize_with = "project_as_string")]
     pub project_id: Option<i64>,
     pub role: Role,
     pub name: String,
@@ -24,28 +21,11 @@ pub struct Token {
     pub last_used_at: Option<DateTime<Utc>>,
 }
 
-fn project_as_string<S: serde::Serializer>(id: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
-    match id {
-        Some(id) => s.collect_str(id),
-        None => s.serialize_none(),
-    }
-}
-
-const COLUMNS: &str =
-    "id, project_id, role, name, created_at, created_by, revoked_at, last_used_at";
-
-fn from_row(row: &sqlx::postgres::PgRow) -> Result<Token> {
-    let role: String = row.get("role");
-    Ok(Token {
-        id: row.get("id"),
-        project_id: row.get("project_id"),
-        role: super::decode(Role::parse(&role), "token role", &role)?,
-        name: row.get("name"),
-        created_at: row.get("created_at"),
-        created_by: row.get("created_by"),
-        revoked_at: row.get("revoked_at"),
-        last_used_at: row.get("last_used_at"),
-    })
+/// The columns a [`Token`] is read from.
+macro_rules! columns {
+    () => {
+        "id, project_id, role, name, created_at, created_by, revoked_at, last_used_at"
+    };
 }
 
 pub struct NewToken<'a> {
@@ -56,14 +36,15 @@ pub struct NewToken<'a> {
     pub created_by: Option<&'a str>,
 }
 
-pub async fn token_insert(db: impl PgExecutor<'_>, t: &NewToken<'_>) -> Result<Token> {
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+pub async fn insert(db: impl PgExecutor<'_>, t: &NewToken<'_>) -> Result<Token> {
+    sqlx::query_as::<_, Token>(concat!(
         "INSERT INTO api_tokens (id, project_id, role, name, secret_hash, created_by)
-         VALUES ($1, $2, $3, $4, $5, $6) RETURNING {COLUMNS}"
-    )))
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING ",
+        columns!()
+    ))
     .bind(Uuid::now_v7())
     .bind(t.project_id)
-    .bind(t.role.as_str())
+    .bind(t.role)
     .bind(t.name)
     .bind(t.secret_hash)
     .bind(t.created_by)
@@ -74,74 +55,58 @@ pub async fn token_insert(db: impl PgExecutor<'_>, t: &NewToken<'_>) -> Result<T
             Error::NotFound("project")
         }
         _ => super::unique_violation(e, || "a token with this secret exists already".into()),
-    })?;
-    from_row(&row)
+    })
 }
 
 /// The principal behind a secret's hash, if the token exists and is not revoked.
-pub async fn token_authenticate(pool: &PgPool, secret_hash: &str) -> Result<Option<Principal>> {
+pub async fn authenticate(pool: &PgPool, secret_hash: &str) -> Result<Option<Principal>> {
     // last_used_at is for people auditing tokens; a minute of precision is plenty and keeps
     // this a read on most requests.
-    let row = sqlx::query(
+    Ok(sqlx::query_as::<_, Principal>(
         "WITH found AS (
              SELECT id, project_id, role, name, last_used_at FROM api_tokens
              WHERE secret_hash = $1 AND revoked_at IS NULL),
          touched AS (
              UPDATE api_tokens t SET last_used_at = now() FROM found
              WHERE t.id = found.id AND (found.last_used_at IS NULL OR found.last_used_at < now() - interval '1 minute'))
-         SELECT id, project_id, role, name FROM found",
+         SELECT id AS token_id, project_id, role, name FROM found",
     )
     .bind(secret_hash)
     .fetch_optional(pool)
-    .await?;
-    row.map(|r| {
-        let role: String = r.get("role");
-        Ok(Principal {
-            token_id: r.get("id"),
-            name: r.get("name"),
-            role: super::decode(Role::parse(&role), "token role", &role)?,
-            project_id: r.get("project_id"),
-        })
-    })
-    .transpose()
+    .await?)
 }
 
 /// Tokens of a project (`Some`), or all of them (`None`), newest first.
-pub async fn token_list(db: impl PgExecutor<'_>, project_id: Option<i64>) -> Result<Vec<Token>> {
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM api_tokens WHERE ($1::bigint IS NULL OR project_id = $1)
+pub async fn list(db: impl PgExecutor<'_>, project_id: Option<i64>) -> Result<Vec<Token>> {
+    Ok(sqlx::query_as::<_, Token>(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM api_tokens WHERE ($1::bigint IS NULL OR project_id = $1)
          ORDER BY created_at DESC, id DESC LIMIT 1000"
-    )))
+    ))
     .bind(project_id)
     .fetch_all(db)
-    .await?;
-    rows.iter().map(from_row).collect()
+    .await?)
 }
 
 /// Revokes a token visible to the caller (its project, or any for a deployment-wide admin).
-pub async fn token_revoke(
-    db: impl PgExecutor<'_>,
-    project_id: Option<i64>,
-    id: Uuid,
-) -> Result<Token> {
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+pub async fn revoke(db: impl PgExecutor<'_>, project_id: Option<i64>, id: Uuid) -> Result<Token> {
+    sqlx::query_as::<_, Token>(concat!(
         "UPDATE api_tokens SET revoked_at = coalesce(revoked_at, now())
-         WHERE id = $1 AND ($2::bigint IS NULL OR project_id = $2) RETURNING {COLUMNS}"
-    )))
+         WHERE id = $1 AND ($2::bigint IS NULL OR project_id = $2) RETURNING ",
+        columns!()
+    ))
     .bind(id)
     .bind(project_id)
     .fetch_optional(db)
-    .await?;
-    match row {
-        Some(r) => from_row(&r),
-        None => Err(Error::NotFound("token")),
-    }
+    .await?
+    .ok_or(Error::NotFound("token"))
 }
 
 /// Makes sure the deployment has an admin token. With `configured` (ORCH_ADMIN_TOKEN) that
 /// secret is the bootstrap admin; without it, a secret is generated the first time only and
 /// returned so it can be shown once. Safe when several API replicas start at once.
-pub async fn token_bootstrap(pool: &PgPool, configured: Option<&str>) -> Result<Option<String>> {
+pub async fn bootstrap(pool: &PgPool, configured: Option<&str>) -> Result<Option<String>> {
     let mut tx = pool.begin().await?;
     // One bootstrap at a time across replicas.
     sqlx::query("SELECT pg_advisory_xact_lock(7343021)")
@@ -171,7 +136,7 @@ pub async fn token_bootstrap(pool: &PgPool, configured: Option<&str>) -> Result<
                 None
             } else {
                 let secret = crate::auth::token_generate();
-                token_insert(
+                insert(
                     &mut *tx,
                     &NewToken {
                         project_id: None,

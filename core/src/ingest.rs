@@ -1,15 +1,17 @@
 //! Events start workflows: a NATS message, a `POST /api/events`, or a firing alert becomes one
 //! [`IncomingEvent`]; every ACTIVE workflow whose subject pattern matches gets a run, all in
 //! one transaction with the record of the event, so a redelivered event starts nothing new.
-
-pub mod nats;
+//! (The JetStream consumer that feeds NATS messages in is the API's `triggers`.)
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
-use sqlx::PgPool;
+use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::engine::{self, TriggerRequest};
+use crate::effects::Effects;
+use crate::engine::Engine;
+use crate::engine::change::Change;
+use crate::engine::trigger::{self, TriggerRequest};
 use crate::error::{Error, Result};
 use crate::store::{events, workflows};
 use crate::telemetry::names;
@@ -84,10 +86,11 @@ pub fn run_context(event: &IncomingEvent) -> Value {
 }
 
 /// Starts the runs `event` asks for, once.
-pub async fn event_ingest(pool: &PgPool, event: &IncomingEvent) -> Result<Ingested> {
-    let mut tx = pool.begin().await?;
-    let ingested = event_ingest_in(&mut tx, event, trigger_name(event.source)).await?;
-    tx.commit().await?;
+pub async fn ingest(engine: &Engine, event: &IncomingEvent) -> Result<Ingested> {
+    let mut change = Change::begin(engine).await?;
+    let (conn, effects) = change.parts();
+    let ingested = ingest_in(conn, effects, event).await?;
+    change.commit(engine).await?;
     if !ingested.duplicate {
         tracing::info!(subject = %event.subject, event_id = %event.id, runs = ?ingested.runs, "event ingested");
     }
@@ -101,14 +104,15 @@ fn trigger_name(source: Source) -> &'static str {
     }
 }
 
-/// [`event_ingest`] inside the caller's transaction.
-pub async fn event_ingest_in(
-    tx: &mut sqlx::PgConnection,
+/// [`ingest`] inside the caller's change.
+pub async fn ingest_in(
+    conn: &mut PgConnection,
+    effects: &mut Effects,
     event: &IncomingEvent,
-    trigger: &str,
 ) -> Result<Ingested> {
-    if !events::event_insert(
-        &mut *tx,
+    let trigger = trigger_name(event.source);
+    if !events::insert(
+        &mut *conn,
         &event.key,
         event.source.as_str(),
         &event.subject,
@@ -118,40 +122,44 @@ pub async fn event_ingest_in(
     {
         count(event.source, "duplicate");
         return Ok(Ingested {
-            runs: events::event_runs(&mut *tx, &event.key).await?,
+            runs: events::runs(&mut *conn, &event.key).await?,
             duplicate: true,
         });
     }
     let context = run_context(event);
     let mut runs = Vec::new();
-    for (workflow_id, project_id, pattern) in
-        workflows::workflow_event_triggers(&mut *tx, event.project_id).await?
-    {
-        if !subject_matches(&pattern, &event.subject) {
+    for found in workflows::event_triggers(&mut *conn, event.project_id).await? {
+        if !subject_matches(&found.pattern, &event.subject) {
             continue;
         }
+        let workflow_id = found.workflow_id;
         let req = TriggerRequest {
-            project_id,
+            project_id: found.project_id,
             workflow_id,
             context: context.clone(),
             trigger,
             idempotency_key: None,
             actor: None,
         };
-        match engine::run_create(tx, &req).await {
+        // Each workflow in a savepoint of its own: one that cannot start leaves the others'
+        // runs standing.
+        let mark = effects.events.len();
+        let mut savepoint = sqlx::Connection::begin(&mut *conn).await?;
+        match trigger::run_create(&mut savepoint, effects, &req).await {
             Ok(run) => {
-                metrics::counter!(names::RUNS_STARTED, "workflow" => run.workflow_name.clone(), "trigger" => trigger.to_string())
-                    .increment(1);
+                savepoint.commit().await?;
                 runs.push(run.id);
             }
             // A workflow that can no longer run is that workflow's problem, not the event's.
             Err(e @ (Error::Conflict(_) | Error::Invalid(_) | Error::NotFound(_))) => {
+                savepoint.rollback().await?;
+                effects.events.truncate(mark);
                 tracing::warn!(workflow_id = %workflow_id, subject = %event.subject, error = %e, "event matched a workflow that cannot start");
             }
             Err(e) => return Err(e),
         }
     }
-    events::event_set_runs(&mut *tx, &event.key, &runs).await?;
+    events::set_runs(&mut *conn, &event.key, &runs).await?;
     count(
         event.source,
         if runs.is_empty() {

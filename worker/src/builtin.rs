@@ -9,10 +9,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::executor::Outcome;
-
-/// The actions a BUILTIN agent may declare.
-pub const ACTIONS: &[&str] = &["noop", "echo", "sleep", "fail"];
+use orchestration_core::domain::{BUILTIN_ACTIONS as ACTIONS, Outcome};
 
 /// Longest pause `sleep` accepts, whatever the timeout.
 const MAX_SLEEP_MS: u64 = 3_600_000;
@@ -60,18 +57,14 @@ pub async fn run(action: &str, inputs: &Value) -> Outcome {
 }
 
 fn success(output: Value) -> Outcome {
-    Outcome::Success {
+    Outcome::Succeeded {
         output,
         exit_code: None,
     }
 }
 
 fn failure(error: String, retryable: bool) -> Outcome {
-    Outcome::Failure {
-        error,
-        retryable,
-        exit_code: None,
-    }
+    Outcome::failed(error, retryable, None)
 }
 
 #[cfg(test)]
@@ -91,7 +84,7 @@ mod tests {
         );
         assert!(matches!(
             run("sleep", &json!({"ms": "x"})).await,
-            Outcome::Failure {
+            Outcome::Failed {
                 retryable: false,
                 ..
             }
@@ -102,14 +95,14 @@ mod tests {
         );
         assert!(matches!(
             run("fail", &json!({})).await,
-            Outcome::Failure {
+            Outcome::Failed {
                 retryable: true,
                 ..
             }
         ));
         assert!(matches!(
             run("dance", &json!({})).await,
-            Outcome::Failure {
+            Outcome::Failed {
                 retryable: false,
                 ..
             }

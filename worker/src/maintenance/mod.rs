@@ -1,7 +1,9 @@
-//! Background repair loops. Each has a `run_once` that returns what it did and a loop that
-//! logs, counts and carries on after errors; all are safe to run in many processes at once.
+//! Background loops. The [`rescuer`] has a `run_once` that returns what it repaired and a loop
+//! that logs, counts and carries on after errors, safe to run in many processes at once; the
+//! [`sampler`] reads the gauges only a look at the database can tell.
 
 pub mod rescuer;
+pub mod sampler;
 
 use std::future::Future;
 use std::time::Duration;

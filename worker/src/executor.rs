@@ -12,7 +12,7 @@ use tokio::process::Command;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::domain::{AgentSnapshot, AgentType};
+use orchestration_core::domain::{AgentSnapshot, AgentType, Outcome};
 
 /// Largest output an agent may return (stdout or HTTP body).
 pub const MAX_OUTPUT_BYTES: usize = 1024 * 1024;
@@ -29,29 +29,6 @@ pub const ENV_ALLOW_LIST: &[&str] = &[
     "TMPDIR",
     "PYENV_ROOT",
 ];
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
-    Success {
-        output: Value,
-        exit_code: Option<i32>,
-    },
-    Failure {
-        error: String,
-        retryable: bool,
-        exit_code: Option<i32>,
-    },
-}
-
-impl Outcome {
-    fn fail(error: impl Into<String>, retryable: bool, exit_code: Option<i32>) -> Self {
-        Outcome::Failure {
-            error: error.into(),
-            retryable,
-            exit_code,
-        }
-    }
-}
 
 /// Everything the executor needs besides the agent: where relative entrypoints live, and
 /// variables that describe the run to the child.
@@ -187,7 +164,7 @@ impl Executor {
                         .await
                     {
                         Ok(outcome) => outcome,
-                        Err(_) => Outcome::fail(
+                        Err(_) => Outcome::failed(
                             format!("agent timed out after {}s", inv.timeout.as_secs_f64()),
                             true,
                             None,
@@ -199,18 +176,18 @@ impl Executor {
         // Dropping the work future kills a SCRIPT agent's whole process group.
         tokio::select! {
             outcome = work => outcome,
-            _ = cancel.cancelled() => Outcome::fail(INTERRUPTED, true, None),
+            _ = cancel.cancelled() => Outcome::failed(INTERRUPTED, true, None),
         }
     }
 
     async fn run_script(&self, inv: Invocation<'_>) -> Outcome {
         let Some(entrypoint) = inv.agent.entrypoint.as_deref() else {
-            return Outcome::fail("SCRIPT agent has no entrypoint", false, None);
+            return Outcome::failed("SCRIPT agent has no entrypoint", false, None);
         };
         // Checked again at every run: the directory may have changed since registration.
         let path = match self.policy.entrypoint(entrypoint, true) {
             Ok(p) => p,
-            Err(e) => return Outcome::fail(format!("cannot start agent: {e}"), false, None),
+            Err(e) => return Outcome::failed(format!("cannot start agent: {e}"), false, None),
         };
         let mut cmd = Command::new(&path);
         cmd.args(&inv.agent.args)
@@ -258,7 +235,7 @@ impl Executor {
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => {
-                return Outcome::fail(
+                return Outcome::failed(
                     format!("cannot start agent {}: {e}", path.display()),
                     false,
                     None,
@@ -291,7 +268,7 @@ impl Executor {
             Ok(r) => r,
             Err(_) => {
                 drop(group);
-                return Outcome::fail(
+                return Outcome::failed(
                     format!("agent timed out after {}s", inv.timeout.as_secs_f64()),
                     true,
                     None,
@@ -303,7 +280,7 @@ impl Executor {
 
         let status = match status {
             Ok(s) => s,
-            Err(e) => return Outcome::fail(format!("waiting for agent failed: {e}"), true, None),
+            Err(e) => return Outcome::failed(format!("waiting for agent failed: {e}"), true, None),
         };
         let exit_code = status.code();
         let stderr_tail = String::from_utf8_lossy(&err).trim().to_string();
@@ -321,14 +298,18 @@ impl Executor {
         let stdout = match out {
             Ok(bytes) => bytes,
             Err(ReadError::TooLarge) => {
-                return Outcome::fail(
+                return Outcome::failed(
                     format!("agent output exceeds {MAX_OUTPUT_BYTES} bytes"),
                     false,
                     exit_code,
                 );
             }
             Err(ReadError::Io(e)) => {
-                return Outcome::fail(format!("reading agent output failed: {e}"), true, exit_code);
+                return Outcome::failed(
+                    format!("reading agent output failed: {e}"),
+                    true,
+                    exit_code,
+                );
             }
         };
         if !status.success() {
@@ -339,13 +320,13 @@ impl Executor {
                     format!("agent killed by signal {}", status.signal().unwrap_or(0))
                 }
             };
-            return Outcome::fail(with_stderr(msg), true, exit_code);
+            return Outcome::failed(with_stderr(msg), true, exit_code);
         }
         match serde_json::from_slice::<Value>(&stdout) {
-            Ok(output) => Outcome::Success { output, exit_code },
+            Ok(output) => Outcome::Succeeded { output, exit_code },
             Err(e) => {
                 let preview: String = String::from_utf8_lossy(&stdout).chars().take(200).collect();
-                Outcome::fail(
+                Outcome::failed(
                     with_stderr(format!(
                         "agent output is not JSON ({e}); output starts with {preview:?}"
                     )),
@@ -358,10 +339,10 @@ impl Executor {
 
     async fn run_http(&self, inv: Invocation<'_>) -> Outcome {
         let Some(url) = inv.agent.url.as_deref() else {
-            return Outcome::fail("HTTP agent has no url", false, None);
+            return Outcome::failed("HTTP agent has no url", false, None);
         };
         if let Err(e) = self.policy.http_destination(url) {
-            return Outcome::fail(e, false, None);
+            return Outcome::failed(e, false, None);
         }
         let mut request = self.http.post(url).timeout(inv.timeout).json(inv.document);
         for (k, v) in &inv.env {
@@ -372,27 +353,29 @@ impl Executor {
         let response = match request.send().await {
             Ok(r) => r,
             Err(e) if e.is_timeout() => {
-                return Outcome::fail(
+                return Outcome::failed(
                     format!("HTTP agent timed out after {}s", inv.timeout.as_secs_f64()),
                     true,
                     None,
                 );
             }
-            Err(e) => return Outcome::fail(format!("HTTP agent request failed: {e}"), true, None),
+            Err(e) => {
+                return Outcome::failed(format!("HTTP agent request failed: {e}"), true, None);
+            }
         };
         let status = response.status();
         let code = Some(status.as_u16() as i32);
         let body = match read_body_capped(response, MAX_OUTPUT_BYTES).await {
             Ok(b) => b,
             Err(ReadError::TooLarge) => {
-                return Outcome::fail(
+                return Outcome::failed(
                     format!("HTTP agent response exceeds {MAX_OUTPUT_BYTES} bytes"),
                     false,
                     code,
                 );
             }
             Err(ReadError::Io(e)) => {
-                return Outcome::fail(
+                return Outcome::failed(
                     format!("reading HTTP agent response failed: {e}"),
                     true,
                     code,
@@ -401,25 +384,25 @@ impl Executor {
         };
         let preview: String = String::from_utf8_lossy(&body).chars().take(300).collect();
         if status.is_server_error() {
-            return Outcome::fail(
+            return Outcome::failed(
                 format!("HTTP agent answered {status}: {preview}"),
                 true,
                 code,
             );
         }
         if !status.is_success() {
-            return Outcome::fail(
+            return Outcome::failed(
                 format!("HTTP agent answered {status}: {preview}"),
                 false,
                 code,
             );
         }
         match serde_json::from_slice::<Value>(&body) {
-            Ok(output) => Outcome::Success {
+            Ok(output) => Outcome::Succeeded {
                 output,
                 exit_code: code,
             },
-            Err(e) => Outcome::fail(
+            Err(e) => Outcome::failed(
                 format!("HTTP agent response is not JSON ({e}): {preview:?}"),
                 false,
                 code,

@@ -1,4 +1,5 @@
-//! The job queue. A job is a READY node whose `ready_at` has come (`store::queue`): workers take
+//! The job queue. A job is a READY node whose `ready_at` has come (`store::queue` of the core
+//! library): workers take
 //! batches of them with `FOR UPDATE SKIP LOCKED`, are woken by LISTEN/NOTIFY when a node becomes
 //! READY, and poll for nodes whose retry backoff runs out. Keeping the queue in the engine's own
 //! table means making a node READY and creating its job are the same write, and taking the
@@ -20,20 +21,9 @@ use sqlx::postgres::PgListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
-use crate::error::Result;
-use crate::store::queue::READY_CHANNEL;
-
-/// One attempt of one node of one run.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NodeJob {
-    pub run_id: Uuid,
-    pub node_id: String,
-    pub attempt: i32,
-    /// The run's trace, so the node's span joins it wherever it runs.
-    pub traceparent: Option<String>,
-}
+use orchestration_core::Result;
+use orchestration_core::store::READY_CHANNEL;
 
 /// What the queue needs from a worker: a way to take due jobs, and a way to run one.
 pub trait Consumer: Send + Sync + 'static {

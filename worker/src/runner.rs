@@ -1,4 +1,6 @@
-//! The worker: takes due nodes from the queue, runs their agents, and records the results. Used by the `orchestration-worker` binary and by the API's embedded workers.
+//! The node runner: takes due nodes from the queue, runs their agents, and records how each
+//! attempt ended through the engine (which also publishes what that changed). Lease renewal
+//! and the rescuer run beside it.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -7,21 +9,20 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
-use serde_json::json;
-use sqlx::PgPool;
+use orchestration_core::domain::Outcome;
+use orchestration_core::engine::Engine;
+use orchestration_core::engine::attempt::{self, AttemptEffect, Claimed, Finished, NodeJob};
+use orchestration_core::store;
+use orchestration_core::telemetry::{self, names};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::config::WorkerArgs;
-use crate::engine::{self, AttemptEffect, AttemptResult, Claimed};
-use crate::events::nats::{Publisher, lifecycle};
-use crate::executor::{Executor, INTERRUPTED, Invocation, Outcome};
+use crate::executor::{Executor, INTERRUPTED, Invocation};
 use crate::maintenance;
 use crate::maintenance::rescuer::{self, RescuerConfig};
-use crate::queue::{self, Consumer, ConsumerConfig, NodeJob};
-use crate::store;
-use crate::telemetry::{self, names};
+use crate::queue::{self, Consumer, ConsumerConfig};
+use crate::settings::WorkerSettings;
 
 /// A process-unique worker name: leases are held per name.
 pub fn unique_name(prefix: &str) -> String {
@@ -40,10 +41,12 @@ struct Held {
     finished: bool,
 }
 
+type Result<T, E = orchestration_core::Error> = std::result::Result<T, E>;
+
 /// An attempt whose end waits to be recorded, and who waits for the answer.
 struct ToRecord {
-    attempt: Arc<(Claimed, AttemptResult)>,
-    reply: oneshot::Sender<crate::error::Result<engine::Recorded>>,
+    attempt: Arc<(Claimed, Finished)>,
+    reply: oneshot::Sender<Result<attempt::Recorded>>,
 }
 
 /// Recording tasks per worker: each records a batch while the next one gathers.
@@ -53,7 +56,7 @@ const RECORDERS: usize = 2;
 const MAX_BATCH: usize = 64;
 
 pub struct NodeRunner {
-    pool: PgPool,
+    engine: Engine,
     executor: Executor,
     name: String,
     lease: Duration,
@@ -63,7 +66,6 @@ pub struct NodeRunner {
     draining: CancellationToken,
     /// Fires when the shutdown grace period is over: in-flight attempts are handed back.
     shutdown_expired: CancellationToken,
-    publisher: Publisher,
     /// Finished attempts on their way to the recording tasks.
     to_record: mpsc::UnboundedSender<ToRecord>,
     /// Recording transactions in flight, direct or batched.
@@ -71,13 +73,7 @@ pub struct NodeRunner {
 }
 
 impl NodeRunner {
-    pub fn new(
-        pool: PgPool,
-        executor: Executor,
-        name: String,
-        lease: Duration,
-        publisher: Publisher,
-    ) -> Self {
+    pub fn new(engine: Engine, executor: Executor, name: String, lease: Duration) -> Self {
         let draining = CancellationToken::new();
         let (to_record, queue) = mpsc::unbounded_channel();
         let queue = Arc::new(tokio::sync::Mutex::new(queue));
@@ -86,21 +82,20 @@ impl NodeRunner {
             tokio::spawn(record_batches(
                 queue.clone(),
                 recording.clone(),
-                pool.clone(),
+                engine.clone(),
                 name.clone(),
                 lease,
                 draining.clone(),
             ));
         }
         Self {
-            pool,
+            engine,
             executor,
             name,
             lease,
             inflight: Mutex::new(HashMap::new()),
             draining,
             shutdown_expired: CancellationToken::new(),
-            publisher,
             to_record,
             recording,
         }
@@ -108,7 +103,7 @@ impl NodeRunner {
 
     /// Renews the leases of this worker's running nodes and stops the attempts whose node was
     /// taken away (run cancelled, or rescued after this worker lost touch with the database).
-    pub async fn renew_leases(&self) -> crate::error::Result<()> {
+    pub async fn renew_leases(&self) -> Result<()> {
         let running: Vec<AttemptKey> = self
             .inflight
             .lock()
@@ -116,8 +111,8 @@ impl NodeRunner {
             .keys()
             .cloned()
             .collect();
-        let held: HashSet<AttemptKey> = store::nodes::node_lease_renew(
-            &self.pool,
+        let held: HashSet<AttemptKey> = store::nodes::lease_renew(
+            self.engine.pool(),
             &self.name,
             self.lease.as_millis() as i64,
             &running,
@@ -158,7 +153,7 @@ impl NodeRunner {
 
     /// Runs one claimed attempt to its end, then the dependents it hands straight to this
     /// worker.
-    pub async fn run_job(&self, mut claimed: Claimed) -> crate::error::Result<()> {
+    pub async fn run_job(&self, mut claimed: Claimed) -> Result<()> {
         loop {
             match self.run_traced(claimed).await? {
                 Some(next) => claimed = *next,
@@ -167,7 +162,7 @@ impl NodeRunner {
         }
     }
 
-    async fn run_traced(&self, claimed: Claimed) -> crate::error::Result<Option<Box<Claimed>>> {
+    async fn run_traced(&self, claimed: Claimed) -> Result<Option<Box<Claimed>>> {
         let job = &claimed.job;
         // One span per node attempt, a child of the request that started the run, in
         // whichever worker it runs.
@@ -194,49 +189,36 @@ impl NodeRunner {
         self.run_claimed(claimed).instrument(span).await
     }
 
-    async fn run_claimed(&self, claimed: Claimed) -> crate::error::Result<Option<Box<Claimed>>> {
+    async fn run_claimed(&self, claimed: Claimed) -> Result<Option<Box<Claimed>>> {
         let job = claimed.job.clone();
         metrics::histogram!(names::QUEUE_WAIT).record(claimed.queue_wait.as_secs_f64());
         let key: AttemptKey = (job.run_id, job.node_id.clone(), job.attempt);
         let cancel = self.hold(&job);
         let started = Instant::now();
-        let mut result = self.execute(&claimed, cancel).await;
+        let mut outcome = self.execute(&claimed, cancel).await;
         let elapsed = started.elapsed();
         if let Some(held) = self.inflight.lock().expect("inflight lock").get_mut(&key) {
             held.finished = true;
         }
-        if let AttemptResult::Failed { error, .. } = &mut result
+        if let Outcome::Failed { error, .. } = &mut outcome
             && self.shutdown_expired.is_cancelled()
             && error == INTERRUPTED
         {
             *error = "worker shut down before the attempt finished".to_string();
         }
-        let agent = claimed.node.agent.name.clone();
-        let action = claimed.node.action.clone();
-        metrics::histogram!(names::AGENT_RUN_DURATION, "agent" => agent.clone(), "action" => action.clone())
-            .record(elapsed.as_secs_f64());
-        let status = match &result {
-            AttemptResult::Succeeded { .. } => "COMPLETED",
-            AttemptResult::Failed { .. } => "FAILED",
-        };
-        metrics::counter!(names::NODE_EXECUTIONS, "agent" => agent.clone(), "action" => action, "status" => status)
-            .increment(1);
-        let project = claimed.project_id.to_string();
-        let workflow = claimed.workflow_name.clone();
-        // Fractional totals: the metrics crate's counters are integers, so these monotonic
-        // sums are kept as gauges that only ever increase (rate() works the same).
-        metrics::gauge!(names::EXECUTION_SECONDS, "project" => project.clone(), "workflow" => workflow.clone(), "agent" => agent.clone())
-            .increment(elapsed.as_secs_f64());
-        if let Some(rate) = claimed.node.agent.cost_per_minute {
-            metrics::gauge!(names::COST, "project" => project, "workflow" => workflow, "agent" => agent.clone())
-                .increment(elapsed.as_secs_f64() / 60.0 * rate);
-        }
+        count_execution(&claimed, &outcome, elapsed);
 
         // Held (and its lease renewed) until the result is recorded, however long that takes.
-        let attempt = Arc::new((claimed, result));
+        let attempt = Arc::new((
+            claimed,
+            Finished {
+                outcome,
+                elapsed: Some(elapsed),
+            },
+        ));
         let recorded = self.record_with_retry(&attempt).await;
-        let (claimed, result) = &*attempt;
-        if let Ok(engine::Recorded {
+        let (_, finished) = &*attempt;
+        if let Ok(attempt::Recorded {
             next: Some(next), ..
         }) = &recorded
         {
@@ -253,6 +235,7 @@ impl NodeRunner {
                 AttemptEffect::FailedForGood { .. } => "failed",
             },
         );
+        let error = finished.outcome.error();
         match &recorded.effect {
             AttemptEffect::Stale => tracing::info!(
                 run_id = %job.run_id, node_id = %job.node_id, attempt = job.attempt,
@@ -265,77 +248,40 @@ impl NodeRunner {
             AttemptEffect::RetryScheduled {
                 next_attempt,
                 delay,
-            } => {
-                metrics::counter!(names::NODE_RETRIES, "agent" => agent).increment(1);
-                tracing::warn!(
-                    run_id = %job.run_id, node_id = %job.node_id, attempt = job.attempt,
-                    next_attempt, delay_ms = delay.as_millis() as u64,
-                    error = result_error(result), "attempt failed, retry scheduled"
-                )
-            }
+            } => tracing::warn!(
+                run_id = %job.run_id, node_id = %job.node_id, attempt = job.attempt,
+                next_attempt, delay_ms = delay.as_millis() as u64,
+                error, "attempt failed, retry scheduled"
+            ),
             AttemptEffect::FailedForGood { skipped } => tracing::warn!(
                 run_id = %job.run_id, node_id = %job.node_id, attempt = job.attempt, skipped,
-                error = result_error(result), "node failed"
+                error, "node failed"
             ),
-        }
-        let node_status = match &recorded.effect {
-            AttemptEffect::Stale => None,
-            AttemptEffect::Completed { .. } => Some("COMPLETED"),
-            AttemptEffect::RetryScheduled { .. } => Some("RETRYING"),
-            AttemptEffect::FailedForGood { .. } => Some("FAILED"),
-        };
-        if let Some(status) = node_status {
-            let body = lifecycle(json!({
-                "runId": job.run_id, "workflowId": claimed.workflow_id, "workflowName": claimed.workflow_name,
-                "nodeId": job.node_id, "attempt": job.attempt, "status": status,
-                "agent": claimed.node.agent.name, "durationMs": elapsed.as_millis() as u64,
-                "error": match result { AttemptResult::Failed { error, .. } => Some(error.as_str()), _ => None },
-            }));
-            self.publisher.node(status, body).await;
-        }
-        if let Some(store::runs::RunEnded {
-            status, duration, ..
-        }) = recorded.run_finished.take()
-        {
-            tracing::info!(run_id = %job.run_id, status = %status, duration_ms = duration.as_millis() as u64, "run finished");
-            let body = lifecycle(json!({
-                "runId": job.run_id, "workflowId": claimed.workflow_id, "workflowName": claimed.workflow_name,
-                "status": status, "durationMs": duration.as_millis() as u64,
-            }));
-            self.publisher.run(status.as_str(), body).await;
         }
         Ok(recorded.next.take())
     }
 
-    async fn execute(&self, claimed: &Claimed, cancel: CancellationToken) -> AttemptResult {
+    async fn execute(&self, claimed: &Claimed, cancel: CancellationToken) -> Outcome {
         let inputs = match &claimed.inputs {
             Ok(inputs) => inputs,
             // A template that cannot render will not render on a second try either.
-            Err(error) => {
-                return AttemptResult::Failed {
-                    error: error.clone(),
-                    retryable: false,
-                    exit_code: None,
-                };
-            }
+            Err(error) => return Outcome::failed(error.clone(), false, None),
         };
         let document = claimed.document(inputs);
-        let env = vec![
+        let mut env = vec![
             ("ORCH_RUN_ID".to_string(), claimed.job.run_id.to_string()),
             (
                 "ORCH_WORKFLOW_ID".to_string(),
-                claimed.workflow_id.to_string(),
+                claimed.run.workflow_id.to_string(),
             ),
             ("ORCH_NODE_ID".to_string(), claimed.job.node_id.clone()),
             ("ORCH_ATTEMPT".to_string(), claimed.job.attempt.to_string()),
         ];
-        let mut env = env;
         // The agent continues the trace: its own spans become children of this node's span.
         if let Some(traceparent) = telemetry::traceparent_of(&tracing::Span::current()) {
             env.push(("TRACEPARENT".to_string(), traceparent));
         }
-        let outcome = self
-            .executor
+        self.executor
             .run(Invocation {
                 agent: &claimed.node.agent,
                 document: &document,
@@ -343,37 +289,23 @@ impl NodeRunner {
                 env,
                 cancel,
             })
-            .await;
-        match outcome {
-            Outcome::Success { output, exit_code } => {
-                AttemptResult::Succeeded { output, exit_code }
-            }
-            Outcome::Failure {
-                error,
-                retryable,
-                exit_code,
-            } => AttemptResult::Failed {
-                error,
-                retryable,
-                exit_code,
-            },
-        }
+            .await
     }
 
     /// The agent's work is done and must not be lost to a short database outage: keep trying
     /// to record it for a while before handing the job back to the queue.
     async fn record_with_retry(
         &self,
-        attempt: &Arc<(Claimed, AttemptResult)>,
-    ) -> crate::error::Result<engine::Recorded> {
+        attempt: &Arc<(Claimed, Finished)>,
+    ) -> Result<attempt::Recorded> {
         let claimed = &attempt.0;
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut delay = Duration::from_millis(100);
         loop {
             match self.record(attempt).await {
                 Ok(r) => return Ok(r),
-                Err(crate::error::Error::Database(e))
-                    if (crate::db::is_transient(&e) || is_serialization(&e))
+                Err(orchestration_core::Error::Database(e))
+                    if (orchestration_core::db::is_transient(&e) || is_serialization(&e))
                         && Instant::now() < deadline =>
                 {
                     tracing::warn!(run_id = %claimed.job.run_id, node_id = %claimed.job.node_id, error = %e, "recording attempt failed, retrying");
@@ -390,10 +322,7 @@ impl NodeRunner {
     /// tasks, which record it together with the other attempts that finished meanwhile (with
     /// two direct recordings allowed in flight, the throughput scenario ran 4 % slower:
     /// 1010/992/1109 against 1048/1054/1099 nodes/s).
-    async fn record(
-        &self,
-        attempt: &Arc<(Claimed, AttemptResult)>,
-    ) -> crate::error::Result<engine::Recorded> {
+    async fn record(&self, attempt: &Arc<(Claimed, Finished)>) -> Result<attempt::Recorded> {
         let mut in_flight = Busy::enter(&self.recording);
         if in_flight.before > 0 {
             drop(in_flight);
@@ -412,13 +341,15 @@ impl NodeRunner {
         }
         metrics::histogram!(names::RECORD_BATCH_SIZE).record(1.0);
         let continue_as = self.continue_as();
-        let recorded =
-            engine::attempt_record(&self.pool, &attempt.0, &attempt.1, continue_as).await;
+        let recorded = self
+            .engine
+            .attempt_record(&attempt.0, &attempt.1, continue_as)
+            .await;
         drop(in_flight);
         recorded
     }
 
-    fn continue_as(&self) -> Option<engine::Continue<'_>> {
+    fn continue_as(&self) -> Option<attempt::Continue<'_>> {
         continue_as(&self.draining, &self.name, self.lease)
     }
 }
@@ -448,8 +379,8 @@ fn continue_as<'a>(
     draining: &CancellationToken,
     worker: &'a str,
     lease: Duration,
-) -> Option<engine::Continue<'a>> {
-    (!draining.is_cancelled()).then_some(engine::Continue { worker, lease })
+) -> Option<attempt::Continue<'a>> {
+    (!draining.is_cancelled()).then_some(attempt::Continue { worker, lease })
 }
 
 /// A recording task: takes every attempt that finished since its last batch (one at least)
@@ -460,7 +391,7 @@ fn continue_as<'a>(
 async fn record_batches(
     queue: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<ToRecord>>>,
     recording: Arc<AtomicUsize>,
-    pool: PgPool,
+    engine: Engine,
     worker: String,
     lease: Duration,
     draining: CancellationToken,
@@ -483,9 +414,9 @@ async fn record_batches(
         metrics::histogram!(names::RECORD_BATCH_SIZE).record(batch.len() as f64);
         let continue_as = continue_as(&draining, &worker, lease);
         if batch.len() > 1 {
-            let attempts: Vec<(&Claimed, &AttemptResult)> =
+            let attempts: Vec<(&Claimed, &Finished)> =
                 batch.iter().map(|t| (&t.attempt.0, &t.attempt.1)).collect();
-            match engine::attempt_record_many(&pool, &attempts, continue_as).await {
+            match engine.attempt_record_many(&attempts, continue_as).await {
                 Ok(recorded) => {
                     drop(attempts);
                     for (to, recorded) in batch.into_iter().zip(recorded) {
@@ -500,8 +431,8 @@ async fn record_batches(
         }
         // A batch of one needs neither the batch's run-lock statement nor its savepoints.
         for to in batch {
-            let (claimed, result) = &*to.attempt;
-            let recorded = engine::attempt_record(&pool, claimed, result, continue_as).await;
+            let (claimed, finished) = &*to.attempt;
+            let recorded = engine.attempt_record(claimed, finished, continue_as).await;
             let _ = to.reply.send(recorded);
         }
     }
@@ -511,22 +442,40 @@ fn is_serialization(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40001") | Some("40P01")))
 }
 
-fn result_error(result: &AttemptResult) -> &str {
-    match result {
-        AttemptResult::Failed { error, .. } => error,
-        AttemptResult::Succeeded { .. } => "",
+/// What one execution of an agent counts in the metrics, whatever recording it makes of it.
+fn count_execution(claimed: &Claimed, outcome: &Outcome, elapsed: Duration) {
+    let agent = claimed.node.agent.name.clone();
+    let action = claimed.node.action.clone();
+    metrics::histogram!(names::AGENT_RUN_DURATION, "agent" => agent.clone(), "action" => action.clone())
+        .record(elapsed.as_secs_f64());
+    let status = if outcome.succeeded() {
+        "COMPLETED"
+    } else {
+        "FAILED"
+    };
+    metrics::counter!(names::NODE_EXECUTIONS, "agent" => agent.clone(), "action" => action, "status" => status)
+        .increment(1);
+    let project = claimed.run.project_id.to_string();
+    let workflow = claimed.run.workflow_name.clone();
+    // Fractional totals: the metrics crate's counters are integers, so these monotonic sums
+    // are kept as gauges that only ever increase (rate() works the same).
+    metrics::gauge!(names::EXECUTION_SECONDS, "project" => project.clone(), "workflow" => workflow.clone(), "agent" => agent.clone())
+        .increment(elapsed.as_secs_f64());
+    if let Some(rate) = claimed.node.agent.cost_per_minute {
+        metrics::gauge!(names::COST, "project" => project, "workflow" => workflow, "agent" => agent)
+            .increment(elapsed.as_secs_f64() / 60.0 * rate);
     }
 }
 
 impl Consumer for NodeRunner {
     type Job = Claimed;
 
-    fn claim(&self, limit: usize) -> BoxFuture<'_, crate::error::Result<Vec<Claimed>>> {
+    fn claim(&self, limit: usize) -> BoxFuture<'_, Result<Vec<Claimed>>> {
         Box::pin(async move {
             if self.draining.is_cancelled() {
                 return Ok(Vec::new());
             }
-            let claimed = engine::claim_due(&self.pool, &self.name, self.lease, limit).await?;
+            let claimed = self.engine.claim_due(&self.name, self.lease, limit).await?;
             metrics::histogram!(names::CLAIM_SIZE).record(claimed.len() as f64);
             for c in &claimed {
                 self.hold(&c.job);
@@ -550,21 +499,20 @@ impl Consumer for NodeRunner {
 /// grace period to finish, then hands the rest back (their attempts fail as interrupted and are
 /// retried elsewhere). Lease renewal and the rescuer run beside it.
 pub async fn run(
-    pool: PgPool,
-    args: &WorkerArgs,
+    engine: Engine,
+    settings: &WorkerSettings,
     name: String,
-    publisher: Publisher,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> crate::error::Result<()> {
-    let lease = Duration::from_millis(args.lease_ttl_ms);
+) {
+    let lease = settings.lease_ttl;
+    let pool = engine.pool().clone();
     let runner = Arc::new(NodeRunner::new(
-        pool.clone(),
-        Executor::new(args.agent_policy()),
+        engine.clone(),
+        Executor::new(settings.agent_policy()),
         name.clone(),
         lease,
-        publisher,
     ));
-    tracing::info!(worker = %name, concurrency = args.worker_concurrency, "worker started");
+    tracing::info!(worker = %name, concurrency = settings.concurrency, "worker started");
 
     let background = CancellationToken::new();
     let renewer = {
@@ -582,12 +530,12 @@ pub async fn run(
         })
     };
     let rescuer_task = tokio::spawn(rescuer::run_loop(
-        pool.clone(),
-        rescuer_config(args),
+        engine,
+        rescuer_config(settings),
         background.clone(),
     ));
 
-    let grace = Duration::from_secs(args.shutdown_grace_seconds);
+    let grace = settings.shutdown_grace;
     let expired = runner.shutdown_expired.clone();
     let draining = runner.draining.clone();
     let shutdown = async move {
@@ -599,9 +547,9 @@ pub async fn run(
         });
     };
     let config = ConsumerConfig {
-        concurrency: args.worker_concurrency as usize,
-        poll_interval: Duration::from_millis(args.poll_interval_ms),
-        claim_gap: Duration::from_millis(args.claim_gap_ms),
+        concurrency: settings.concurrency,
+        poll_interval: settings.poll_interval,
+        claim_gap: settings.claim_gap,
         // Past the grace period, interrupted attempts still need a moment to be recorded.
         shutdown_grace: grace + Duration::from_secs(10),
     };
@@ -609,13 +557,12 @@ pub async fn run(
     background.cancel();
     let _ = renewer.await;
     let _ = rescuer_task.await;
-    Ok(())
 }
 
-pub fn rescuer_config(args: &WorkerArgs) -> RescuerConfig {
+pub fn rescuer_config(settings: &WorkerSettings) -> RescuerConfig {
     RescuerConfig {
-        interval: Duration::from_millis(args.rescue_interval_ms),
-        ready_after: Duration::from_millis(args.rescue_ready_after_ms),
+        interval: settings.rescue_interval,
+        ready_after: settings.rescue_ready_after,
         batch: 100,
     }
 }
