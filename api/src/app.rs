@@ -163,6 +163,7 @@ impl Application {
         let watch_stop = CancellationToken::new();
         let services = if settings.embedded_workers > 0 {
             Some(Services::start(
+                &runner::unique_name("api"),
                 &state.engine,
                 state.nats.clone(),
                 &settings.nats,

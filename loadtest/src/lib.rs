@@ -21,7 +21,7 @@ use futures::StreamExt as _;
 
 use crate::analysis::KillEvent;
 use crate::client::Api;
-use crate::deployment::{Local, LocalConfig};
+use crate::deployment::{Config, ProcessConfig, Processes};
 use crate::scenario::{AgentKind, Kind};
 
 fn repo_dir() -> PathBuf {
@@ -157,21 +157,30 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
                 bin_dir.display()
             );
             Some(
-                Local::start(LocalConfig {
-                    pg: args.pg.trim_end_matches('/').to_string(),
+                Processes::start(ProcessConfig {
+                    config: Config {
+                        pg: args.pg.trim_end_matches('/').to_string(),
+                        agents_dir: args
+                            .agents_dir
+                            .clone()
+                            .unwrap_or_else(|| repo.join("agents")),
+                        workers: args.workers,
+                        env: vec![
+                            (
+                                "ORCH_DB_MAX_CONNECTIONS".into(),
+                                args.db_connections.max(2).to_string(),
+                            ),
+                            ("ORCH_LEASE_TTL_MS".into(), args.lease_ms.to_string()),
+                            (
+                                "ORCH_WORKER_CONCURRENCY".into(),
+                                args.worker_concurrency.to_string(),
+                            ),
+                        ],
+                        db_prefix: "orch_loadtest".into(),
+                    },
                     bin_dir,
-                    agents_dir: args
-                        .agents_dir
-                        .clone()
-                        .unwrap_or_else(|| repo.join("agents")),
-                    workers: args.workers,
-                    worker_concurrency: args.worker_concurrency,
-                    lease_ms: args.lease_ms,
+                    keep_lines: Some(200),
                     keep_db: args.keep_db,
-                    env: vec![(
-                        "ORCH_DB_MAX_CONNECTIONS".into(),
-                        args.db_connections.max(2).to_string(),
-                    )],
                 })
                 .await?,
             )
@@ -195,7 +204,7 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
             .into_inner()
             .expect("deployment lock");
         if matches!(result, Ok(false)) {
-            eprintln!("process output (last lines):\n{}", local.tails());
+            eprintln!("process output (last lines):\n{}", local.dump_logs());
         }
         if let Err(e) = local.shutdown().await {
             eprintln!("cleaning up the local deployment: {e:#}");
@@ -213,7 +222,7 @@ async fn run_against(
     concurrency: usize,
     nodes: usize,
     repo: &Path,
-    local: Option<Arc<Mutex<Local>>>,
+    local: Option<Arc<Mutex<Processes>>>,
 ) -> anyhow::Result<bool> {
     let (base, token) = match (&args.url, &local) {
         (Some(url), _) => (url.clone(), args.token.clone()),
@@ -262,7 +271,7 @@ async fn run_against(
                     let killed = tokio::task::spawn_blocking(move || {
                         let mut l = local.lock().expect("deployment lock");
                         let n = l.workers.len();
-                        l.kill_and_restart_worker(slot % n)
+                        l.restart_worker(slot % n)
                     })
                     .await;
                     match killed {

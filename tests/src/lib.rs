@@ -1,13 +1,18 @@
-//! Test harness: starts the real `orchestration-api` and `orchestration-worker` binaries on
-//! port 0 against a database of their own, and offers helpers that read like the scenario a
-//! test checks. The database is dropped when the [`TestApp`] goes away.
+//! Test harness: a deployment of the API and workers on a database of its own (the load-test
+//! harness's, `orchestration_loadtest::deployment`), with helpers that read like the scenario a
+//! test checks. [`TestApp::spawn`] starts everything inside the test process, each part on a
+//! runtime of its own and on port 0; [`TestApp::processes`] starts the real binaries, for the
+//! tests that kill, signal or read the output of a process. The database is dropped when the
+//! [`TestApp`] goes away.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, Once};
+use std::process::Command;
+use std::sync::Once;
 use std::time::{Duration, Instant};
 
+use orchestration_loadtest::deployment::{
+    self, Config, InProcess, ProcessConfig, Processes, captured_logs,
+};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -15,6 +20,7 @@ pub mod monitoring;
 pub mod nats;
 pub mod pg;
 
+pub use orchestration_loadtest::deployment::Proc;
 pub use reqwest;
 pub use serde_json;
 
@@ -76,141 +82,27 @@ pub fn bin_dir() -> PathBuf {
     dir
 }
 
-/// A child process whose output is kept for the failure report, killed when dropped.
-pub struct Proc {
-    pub name: String,
-    child: Child,
-    pub logs: Arc<Mutex<Vec<String>>>,
-}
-
-impl Proc {
-    pub fn spawn(name: &str, mut cmd: Command) -> Proc {
-        cmd.stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .stdin(Stdio::null());
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let logs = logs.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    logs.lock().unwrap().push(line);
-                }
-            });
-        }
-        Proc {
-            name: name.to_string(),
-            child,
-            logs,
-        }
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// A stand-in until the real process is started.
-    fn placeholder() -> Proc {
-        Proc::spawn("placeholder", Command::new("true"))
-    }
-
-    pub fn is_alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
-    fn is_alive_inner(&self) -> bool {
-        std::path::Path::new(&format!("/proc/{}", self.child.id())).exists()
-    }
-
-    /// Waits for a JSON log line whose `message` is `message`, and returns it.
-    pub fn wait_for_log(&mut self, message: &str, timeout: Duration) -> Value {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(v) = self
-                .logs
-                .lock()
-                .unwrap()
-                .iter()
-                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-                .find(|v| v["message"] == message)
-            {
-                return v;
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "{} exited ({status}) before logging {message:?}:\n{}",
-                    self.name,
-                    self.dump()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} did not log {message:?} in time:\n{}",
-                self.name,
-                self.dump()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    pub fn dump(&self) -> String {
-        self.logs.lock().unwrap().join("\n")
-    }
-
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Sends `signal` and waits up to `timeout` for the exit status.
-    pub fn signal_and_wait(
-        &mut self,
-        signal: i32,
-        timeout: Duration,
-    ) -> Option<std::process::ExitStatus> {
-        unsafe {
-            libc_kill(self.child.id() as i32, signal);
-        }
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
-}
-
-unsafe extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// Starts `cmd` as a child process whose whole output is kept; panics if it cannot start.
+pub fn spawn(name: &str, cmd: Command) -> Proc {
+    Proc::spawn(name, cmd, None).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// An HTTP client that sends `Authorization: Bearer <token>` unless a request says otherwise.
 pub fn client_with_token(token: &str) -> reqwest::Client {
     let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert(
-        reqwest::header::AUTHORIZATION,
-        format!("Bearer {token}")
-            .parse()
-            .expect("token is a header value"),
-    );
+    if let Ok(value) = format!("Bearer {token}").parse() {
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
     reqwest::Client::builder()
         .default_headers(headers)
         .build()
         .expect("client builds")
+}
+
+/// Where the deployment runs.
+enum Deployment {
+    InProcess(InProcess),
+    Processes(Processes),
 }
 
 pub struct TestApp {
@@ -221,20 +113,31 @@ pub struct TestApp {
     pub token: String,
     pub db_name: String,
     pub database_url: String,
-    pub api: Proc,
-    pub workers: Vec<Proc>,
-    env: Vec<(String, String)>,
-    /// Processes replaced by restarts, kept for the failure report.
-    retired: Vec<Proc>,
+    deployment: Deployment,
+}
+
+fn config(pg: &str, workers: usize, env: &[(&str, &str)]) -> Config {
+    let mut all: Vec<(String, String)> = vec![
+        ("ORCH_DB_MAX_CONNECTIONS".into(), "10".into()),
+        ("ORCH_POLL_INTERVAL_MS".into(), "100".into()),
+    ];
+    all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    Config {
+        pg: pg.to_string(),
+        agents_dir: agents_dir(),
+        workers,
+        env: all,
+        db_prefix: "orch_test".into(),
+    }
 }
 
 impl TestApp {
-    /// API plus `workers` separate worker processes on a fresh database.
+    /// API plus `workers` workers inside this process, on a fresh database.
     pub async fn spawn(workers: usize) -> TestApp {
         Self::spawn_with(workers, &[]).await
     }
 
-    /// Like [`TestApp::spawn`], with extra environment for every process.
+    /// Like [`TestApp::spawn`], with settings given as the binaries' environment variables.
     pub async fn spawn_with(workers: usize, env: &[(&str, &str)]) -> TestApp {
         Self::spawn_on(&pg_base(), workers, env).await
     }
@@ -242,96 +145,141 @@ impl TestApp {
     /// Like [`TestApp::spawn_with`], on the PostgreSQL server at `pg` (a base URL without
     /// database).
     pub async fn spawn_on(pg: &str, workers: usize, env: &[(&str, &str)]) -> TestApp {
-        let db_name = format!("orch_test_{}", uuid::Uuid::new_v4().simple());
-        let database_url = format!("{pg}/{db_name}");
-        let mut env: Vec<(String, String)> = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let token = match env.iter().find(|(k, _)| k == "ORCH_ADMIN_TOKEN") {
-            Some((_, v)) => v.clone(),
-            None => {
-                let t = format!("test-admin-{}", uuid::Uuid::new_v4().simple());
-                env.push(("ORCH_ADMIN_TOKEN".into(), t.clone()));
-                t
-            }
-        };
-        let mut app = TestApp {
-            base: String::new(),
+        let started = InProcess::start(config(pg, workers, env))
+            .await
+            .unwrap_or_else(|e| panic!("starting the deployment: {e:#}\n{}", captured_logs()));
+        let database = started.database.clone();
+        TestApp::new(
+            started.base.clone(),
+            started.token.clone(),
+            &database,
+            Deployment::InProcess(started),
+        )
+    }
+
+    /// API plus `workers` worker processes: the real binaries, for tests that kill, signal or
+    /// read a process.
+    pub async fn processes(workers: usize, env: &[(&str, &str)]) -> TestApp {
+        Self::processes_on(&pg_base(), workers, env).await
+    }
+
+    /// Like [`TestApp::processes`], on the PostgreSQL server at `pg`.
+    pub async fn processes_on(pg: &str, workers: usize, env: &[(&str, &str)]) -> TestApp {
+        let mut config = config(pg, workers, env);
+        config.env.push(("RUST_LOG".into(), "info".into()));
+        let started = Processes::start(ProcessConfig {
+            config,
+            bin_dir: bin_dir(),
+            keep_lines: None,
+            keep_db: false,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("starting the deployment: {e:#}"));
+        let database = started.database.clone();
+        TestApp::new(
+            started.base.clone(),
+            started.token.clone(),
+            &database,
+            Deployment::Processes(started),
+        )
+    }
+
+    fn new(
+        base: String,
+        token: String,
+        database: &deployment::Database,
+        deployment: Deployment,
+    ) -> TestApp {
+        TestApp {
+            base,
             client: client_with_token(&token),
             token,
-            db_name,
-            database_url,
-            api: Proc::placeholder(),
-            workers: Vec::new(),
-            env,
-            retired: Vec::new(),
-        };
-        // Start everything at once: migrations must be safe to run concurrently.
-        let mut api = app.api_proc();
-        let mut procs: Vec<Proc> = (0..workers).map(|i| app.worker_proc(i)).collect();
-        let line = api.wait_for_log("listening", Duration::from_secs(60));
-        app.base = format!(
-            "http://{}",
-            line["addr"].as_str().expect("listening line has addr")
-        );
-        app.api = api;
-        for w in &mut procs {
-            w.wait_for_log("worker started", Duration::from_secs(60));
+            db_name: database.name.clone(),
+            database_url: database.url.clone(),
+            deployment,
         }
-        app.workers = procs;
-        app
     }
 
-    fn command(&self, binary: &str) -> Command {
-        let mut cmd = Command::new(bin_dir().join(binary));
-        cmd.env("DATABASE_URL", &self.database_url)
-            .env("ORCH_DB_MAX_CONNECTIONS", "10")
-            .env("ORCH_LOG_FORMAT", "json")
-            .env("ORCH_AGENTS_DIR", agents_dir())
-            .env("ORCH_POLL_INTERVAL_MS", "100")
-            .env("RUST_LOG", "info")
-            .current_dir(repo_root());
-        for (k, v) in &self.env {
-            cmd.env(k, v);
+    /// The processes of a deployment started by [`TestApp::processes`].
+    pub fn procs(&mut self) -> &mut Processes {
+        match &mut self.deployment {
+            Deployment::Processes(p) => p,
+            Deployment::InProcess(_) => {
+                panic!("this test needs processes: start it with TestApp::processes")
+            }
         }
-        cmd
     }
 
-    fn api_proc(&self) -> Proc {
-        let mut cmd = self.command("orchestration-api");
-        cmd.env("ORCH_LISTEN", "127.0.0.1:0");
-        Proc::spawn("api", cmd)
-    }
-
-    fn worker_proc(&self, i: usize) -> Proc {
-        let mut cmd = self.command("orchestration-worker");
-        cmd.env("ORCH_METRICS_LISTEN", "127.0.0.1:0");
-        Proc::spawn(&format!("worker-{i}"), cmd)
-    }
-
-    /// SIGKILLs worker `i` (no chance to clean up).
+    /// Kills worker `i` on the spot: SIGKILL for a process, its runtime shut down in process.
     pub fn kill_worker(&mut self, i: usize) {
-        self.workers[i].kill();
+        match &mut self.deployment {
+            Deployment::Processes(p) => p.kill_worker(i),
+            Deployment::InProcess(d) => d.kill_worker(i),
+        }
     }
 
-    /// Starts a fresh process in worker slot `i` (killing what was there) and waits until it
-    /// takes jobs.
-    pub fn restart_worker(&mut self, i: usize) {
-        let mut fresh = self.worker_proc(i);
-        fresh.wait_for_log("worker started", Duration::from_secs(60));
-        let mut old = std::mem::replace(&mut self.workers[i], fresh);
-        old.kill();
-        self.retired.push(old);
+    /// Starts a fresh worker in slot `i` (killing what was there) and waits until it takes
+    /// jobs.
+    pub async fn restart_worker(&mut self, i: usize) {
+        let restarted = match &mut self.deployment {
+            Deployment::Processes(p) => p.restart_worker(i).map(|_| ()),
+            Deployment::InProcess(d) => d.restart_worker(i).await,
+        };
+        restarted.unwrap_or_else(|e| panic!("restarting worker {i}: {e:#}"));
+    }
+
+    /// Adds one more worker; returns its slot.
+    pub async fn add_worker(&mut self) -> usize {
+        let added = match &mut self.deployment {
+            Deployment::Processes(p) => p.add_worker(),
+            Deployment::InProcess(d) => d.add_worker().await,
+        };
+        added.unwrap_or_else(|e| panic!("adding a worker: {e:#}"))
+    }
+
+    /// Starts another API on the same database (a replica); returns its base URL.
+    pub async fn add_api(&mut self) -> String {
+        let added = match &mut self.deployment {
+            Deployment::Processes(p) => p.add_api(),
+            Deployment::InProcess(d) => d.add_api().await,
+        };
+        added.unwrap_or_else(|e| panic!("adding an API: {e:#}"))
+    }
+
+    /// Kills the API on the spot.
+    pub fn kill_api(&mut self) {
+        match &mut self.deployment {
+            Deployment::Processes(p) => p.api.kill(),
+            Deployment::InProcess(d) => d.kill_api(),
+        }
+    }
+
+    /// Whether the API still runs and answers.
+    pub async fn api_is_alive(&mut self) -> bool {
+        let running = match &mut self.deployment {
+            Deployment::Processes(p) => p.api.is_alive(),
+            Deployment::InProcess(d) => d.api_is_running(),
+        };
+        running && self.get("/api/health").await.0 == StatusCode::OK
+    }
+
+    /// Kills the API and starts it again (on a new port).
+    pub async fn restart_api(&mut self) {
+        let base = match &mut self.deployment {
+            Deployment::Processes(p) => p.restart_api().map(|_| p.base.clone()),
+            Deployment::InProcess(d) => d.restart_api().await.map(|_| d.base.clone()),
+        };
+        self.base = base.unwrap_or_else(|e| panic!("restarting the API: {e:#}"));
     }
 
     /// The address worker `i` serves `/metrics` on.
     pub fn worker_metrics_addr(&mut self, i: usize) -> String {
-        self.workers[i].wait_for_log("worker metrics listening", Duration::from_secs(5))
-            ["metrics_addr"]
-            .as_str()
-            .expect("worker metrics line has metrics_addr")
-            .to_string()
+        match &mut self.deployment {
+            Deployment::Processes(p) => {
+                p.worker_metrics_addr(i).unwrap_or_else(|e| panic!("{e:#}"))
+            }
+            Deployment::InProcess(d) => d.worker_metrics_addr(i),
+        }
     }
 
     /// The API's `/metrics` text.
@@ -359,39 +307,9 @@ impl TestApp {
             .expect("worker /metrics has a body")
     }
 
-    /// Adds one more worker process.
-    pub fn add_worker(&mut self) -> usize {
-        let i = self.workers.len();
-        let mut w = self.worker_proc(i);
-        w.wait_for_log("worker started", Duration::from_secs(60));
-        self.workers.push(w);
-        i
-    }
-
-    /// Starts another API process on the same database (a replica); returns its base URL.
-    pub fn add_api(&mut self) -> String {
-        let mut api = self.api_proc();
-        let line = api.wait_for_log("listening", Duration::from_secs(60));
-        let base = format!("http://{}", line["addr"].as_str().unwrap());
-        self.retired.push(api);
-        base
-    }
-
-    /// SIGKILLs the API and starts it again (on a new port).
-    pub fn restart_api(&mut self) {
-        self.api.kill();
-        let mut fresh = self.api_proc();
-        let line = fresh.wait_for_log("listening", Duration::from_secs(60));
-        self.base = format!("http://{}", line["addr"].as_str().unwrap());
-        let old = std::mem::replace(&mut self.api, fresh);
-        self.retired.push(old);
-    }
-
     /// Index of the live worker process whose pid appears in `worker_name`.
-    pub fn worker_index_by_name(&self, worker_name: &str) -> Option<usize> {
-        self.workers
-            .iter()
-            .position(|w| w.is_alive_inner() && worker_name.contains(&format!("-{}-", w.pid())))
+    pub fn worker_index_by_name(&mut self, worker_name: &str) -> Option<usize> {
+        self.procs().worker_index_by_name(worker_name)
     }
 
     pub async fn request(
@@ -528,12 +446,12 @@ impl TestApp {
         }
     }
 
+    /// What the deployment logged: each process's output, or this process's captured logs.
     pub fn dump_logs(&self) -> String {
-        let mut out = format!("--- api ---\n{}\n", self.api.dump());
-        for w in self.retired.iter().chain(&self.workers) {
-            out.push_str(&format!("--- {} ---\n{}\n", w.name, w.dump()));
+        match &self.deployment {
+            Deployment::Processes(p) => p.dump_logs(),
+            Deployment::InProcess(_) => format!("--- logs ---\n{}", captured_logs()),
         }
-        out
     }
 
     /// A connection to this app's database, for assertions the API does not expose.
@@ -568,29 +486,6 @@ impl Drop for TestApp {
         if std::thread::panicking() || std::env::var_os("TEST_LOG").is_some() {
             eprintln!("{}", self.dump_logs());
         }
-        self.api.kill();
-        for w in &mut self.workers {
-            w.kill();
-        }
-        let admin = format!("{}/postgres", pg_base());
-        let db = self.db_name.clone();
-        // Drop runs outside any runtime guarantee; use a private one on a plain thread.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                use sqlx::Connection;
-                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
-                    let sql = format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)");
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(sql))
-                        .execute(&mut conn)
-                        .await;
-                }
-            });
-        })
-        .join();
     }
 }
 

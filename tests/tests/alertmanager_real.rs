@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 /// What AlertManager sends as its bearer token (ORCH_ALERTMANAGER_TOKEN).
 const AM_TOKEN: &str = "alertmanager-test-token-0123456789";
 
-use orchestration_e2e::{Proc, TestApp};
+use orchestration_e2e::TestApp;
 
 use orchestration_e2e::monitoring::{ScratchDir, fetch_text, find_binary, free_port, wait_ready};
 
@@ -72,7 +72,7 @@ receivers:
         // Empty: no cluster (gossip) listener, so no peer settling and no port 9094.
         "--cluster.listen-address=".to_string(),
     ]);
-    let mut alertmanager = Proc::spawn("alertmanager", am_cmd);
+    let mut alertmanager = orchestration_e2e::spawn("alertmanager", am_cmd);
     wait_ready(
         &app.client,
         &mut alertmanager,
@@ -126,7 +126,7 @@ alerting:
         // later. Resend every second instead.
         "--rules.alert.resend-delay=1s".to_string(),
     ]);
-    let mut prometheus = Proc::spawn("prometheus", prom_cmd);
+    let mut prometheus = orchestration_e2e::spawn("prometheus", prom_cmd);
     wait_ready(
         &app.client,
         &mut prometheus,

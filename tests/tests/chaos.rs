@@ -18,7 +18,7 @@ fn env_or(name: &str, default: u64) -> u64 {
 async fn runs_survive_workers_being_killed_and_restarted() {
     let runs = env_or("ORCH_CHAOS_RUNS", 200) as usize;
     let kill_every = Duration::from_millis(env_or("ORCH_CHAOS_KILL_EVERY_MS", 1500));
-    let mut app = TestApp::spawn_with(
+    let mut app = TestApp::processes(
         3,
         &[
             ("ORCH_LEASE_TTL_MS", "1500"),
@@ -73,8 +73,8 @@ async fn runs_survive_workers_being_killed_and_restarted() {
         tokio::time::sleep(kill_every).await;
         app.kill_worker(victim);
         kills += 1;
-        app.restart_worker(victim);
-        victim = (victim + 1) % app.workers.len();
+        app.restart_worker(victim).await;
+        victim = (victim + 1) % app.procs().workers.len();
     }
     let elapsed = started.elapsed();
 

@@ -108,7 +108,7 @@ fn completed_once(run: &Value, node_id: &str) {
 #[tokio::test]
 async fn a_worker_killed_mid_node_loses_nothing_and_its_agent_dies_with_it() {
     // Default lease and rescuer settings: the recovery target (15 s) must hold as shipped.
-    let mut app = TestApp::spawn(2).await;
+    let mut app = TestApp::processes(2, &[]).await;
     let m = marker();
     let wf = sleep_then_echo(&app, 3.0, &m).await;
     let run_id = app.trigger(&wf, json!({})).await;
@@ -170,7 +170,7 @@ async fn a_worker_killed_mid_node_loses_nothing_and_its_agent_dies_with_it() {
 
 #[tokio::test]
 async fn a_poison_node_that_kills_every_worker_fails_after_max_attempts() {
-    let mut app = TestApp::spawn_with(2, FAST).await;
+    let mut app = TestApp::processes(2, FAST).await;
     let poison = app
         .create_agent("poison", "testing/kill-worker", &["run"],
             json!({"retry": {"maxAttempts": 2, "initialBackoffMs": 10, "multiplier": 1.0, "maxBackoffMs": 10}}))
@@ -189,9 +189,9 @@ async fn a_poison_node_that_kills_every_worker_fails_after_max_attempts() {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut restarts = 0;
     let run = loop {
-        for i in 0..app.workers.len() {
-            if !app.workers[i].is_alive() {
-                app.restart_worker(i);
+        for i in 0..app.procs().workers.len() {
+            if !app.procs().workers[i].is_alive() {
+                app.restart_worker(i).await;
                 restarts += 1;
             }
         }
@@ -214,6 +214,7 @@ async fn a_poison_node_that_kills_every_worker_fails_after_max_attempts() {
     // and its run fail before the loop looks at it again: count it too.
     let deaths = restarts
         + app
+            .procs()
             .workers
             .iter_mut()
             .map(|w| w.is_alive())
@@ -446,7 +447,7 @@ async fn concurrent_triggers_with_one_idempotency_key_start_one_run() {
 
 #[tokio::test]
 async fn an_api_killed_during_triggers_leaves_whole_runs_or_nothing() {
-    let mut app = TestApp::spawn_with(0, FAST).await;
+    let mut app = TestApp::processes(0, FAST).await;
     let echo = app
         .create_agent("echo", "testing/echo", &["echo"], json!({}))
         .await;
@@ -463,7 +464,7 @@ async fn an_api_killed_during_triggers_leaves_whole_runs_or_nothing() {
         futures::future::join_all(requests).await
     });
     tokio::time::sleep(Duration::from_millis(150)).await;
-    app.api.kill();
+    app.procs().api.kill();
     let answers = burst.await.unwrap();
     let accepted = answers
         .iter()
@@ -492,9 +493,9 @@ async fn an_api_killed_during_triggers_leaves_whole_runs_or_nothing() {
     );
 
     // And they all complete once the system is back.
-    app.restart_api();
-    app.add_worker();
-    app.add_worker();
+    app.restart_api().await;
+    app.add_worker().await;
+    app.add_worker().await;
     let ids: Vec<String> = sqlx::query_scalar("SELECT id::text FROM workflow_runs")
         .fetch_all(&mut conn)
         .await
@@ -507,7 +508,7 @@ async fn an_api_killed_during_triggers_leaves_whole_runs_or_nothing() {
 
 #[tokio::test]
 async fn sigterm_lets_the_running_attempt_finish_and_exits_zero() {
-    let mut app = TestApp::spawn_with(2, FAST).await;
+    let mut app = TestApp::processes(2, FAST).await;
     let m = marker();
     let wf = sleep_then_echo(&app, 2.0, &m).await;
     let run_id = app.trigger(&wf, json!({})).await;
@@ -515,7 +516,7 @@ async fn sigterm_lets_the_running_attempt_finish_and_exits_zero() {
     let holder = app
         .worker_index_by_name(attempt["worker"].as_str().unwrap())
         .unwrap();
-    let status = app.workers[holder]
+    let status = app.procs().workers[holder]
         .signal_and_wait(15, Duration::from_secs(20))
         .expect("worker exits after SIGTERM");
     assert!(status.success(), "worker exit status {status}");
@@ -534,7 +535,7 @@ async fn sigterm_lets_the_running_attempt_finish_and_exits_zero() {
 async fn sigterm_past_the_grace_period_hands_the_attempt_back() {
     let mut env = FAST.to_vec();
     env.push(("ORCH_SHUTDOWN_GRACE_SECONDS", "1"));
-    let mut app = TestApp::spawn_with(2, &env).await;
+    let mut app = TestApp::processes(2, &env).await;
     let m = marker();
     let wf = sleep_then_echo(&app, 60.0, &m).await;
     let run_id = app.trigger(&wf, json!({})).await;
@@ -543,7 +544,7 @@ async fn sigterm_past_the_grace_period_hands_the_attempt_back() {
         .worker_index_by_name(attempt["worker"].as_str().unwrap())
         .unwrap();
     let stopped = Instant::now();
-    let status = app.workers[holder]
+    let status = app.procs().workers[holder]
         .signal_and_wait(15, Duration::from_secs(20))
         .expect("worker exits after SIGTERM");
     assert!(status.success(), "worker exit status {status}");
@@ -573,7 +574,7 @@ async fn a_postgres_restart_during_twenty_runs_loses_nothing() {
         eprintln!("skipped: no private PostgreSQL could be started here");
         return;
     };
-    let app = TestApp::spawn_on(&pg.url(), 2, &[]).await;
+    let app = TestApp::processes_on(&pg.url(), 2, &[]).await;
     let m = marker();
     let wf = sleep_then_echo(&app, 1.0, &m).await;
     let mut run_ids = Vec::new();
@@ -611,10 +612,10 @@ async fn a_postgres_restart_during_twenty_runs_loses_nothing() {
         completed_once(&run, "after");
     }
     let mut app = app;
-    for w in &mut app.workers {
+    for w in &mut app.procs().workers {
         assert!(w.is_alive(), "no worker exits for good during an outage");
     }
-    assert!(app.api.is_alive());
+    assert!(app.procs().api.is_alive());
 }
 
 #[tokio::test]
@@ -649,7 +650,7 @@ async fn the_rescuer_repairs_stalled_and_unfinished_runs_and_counts_it() {
     .await
     .unwrap();
 
-    let w = app.add_worker();
+    let w = app.add_worker().await;
     let moved = app.wait_for_run(&stalled, Duration::from_secs(30)).await;
     assert_eq!(moved["status"], "COMPLETED", "{moved:#}");
     completed_once(&moved, "b");

@@ -215,7 +215,7 @@ async fn an_event_published_while_the_api_is_down_starts_its_run_after_restart()
     )
     .await;
     wait_runs(&app, &wf, 1).await;
-    app.api.kill();
+    app.kill_api();
     publish(
         &nats,
         "events.deploy.finished",
@@ -223,7 +223,7 @@ async fn an_event_published_while_the_api_is_down_starts_its_run_after_restart()
         None,
     )
     .await;
-    app.restart_api();
+    app.restart_api().await;
     let runs = wait_runs(&app, &wf, 2).await;
     assert!(
         runs.iter().any(|r| r["context"]["file"] == "while-down"),
@@ -241,7 +241,7 @@ async fn an_event_published_while_the_api_is_down_starts_its_run_after_restart()
 async fn two_api_replicas_share_the_consumer_and_start_each_event_once() {
     let nats = nats_or_skip!();
     let mut app = app_with_nats(&nats, 1).await;
-    app.add_api();
+    app.add_api().await;
     let wf = echo_on(&app, "graph.>", "on-graph").await;
     for i in 0..20 {
         publish(

@@ -39,7 +39,7 @@ async fn a_run_across_two_workers_is_one_trace_with_correct_parents() {
         ("OTEL_BSP_SCHEDULE_DELAY", "100"),
         ("ORCH_WORKER_CONCURRENCY", "1"),
     ];
-    let mut app = TestApp::spawn_with(1, &env).await;
+    let mut app = TestApp::processes(1, &env).await;
     let scanner = app
         .create_agent("security-scanner", "security-scanner", &["scan"], json!({}))
         .await;
@@ -88,11 +88,11 @@ async fn a_run_across_two_workers_is_one_trace_with_correct_parents() {
         assert!(std::time::Instant::now() < deadline, "no approval: {run:#}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let status = app.workers[0]
+    let status = app.procs().workers[0]
         .signal_and_wait(15, Duration::from_secs(20))
         .expect("worker 0 stops");
     assert!(status.success());
-    app.add_worker();
+    app.add_worker().await;
     // Approved by someone other than the admin token that triggered the run.
     let alice =
         orchestration_e2e::client_with_token(&app.create_token("1", "operator", "alice").await);
@@ -200,7 +200,7 @@ async fn a_run_across_two_workers_is_one_trace_with_correct_parents() {
     );
 
     // The JSON logs of the node carry its ids and the trace id.
-    let logs = app.workers[1].dump();
+    let logs = app.procs().workers[1].dump();
     let line = logs
         .lines()
         .filter_map(|l| orchestration_e2e::serde_json::from_str::<Value>(l).ok())
@@ -273,7 +273,7 @@ pub fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
 /// Scrapes the API and the first worker after a run that exercises retries, approvals, events,
 /// alerts, cost and a rescue.
 pub async fn scrape_after_a_busy_run() -> (String, String) {
-    let mut app = TestApp::spawn_with(
+    let mut app = TestApp::processes(
         1,
         &[
             ("ORCH_RESCUE_INTERVAL_MS", "250"),

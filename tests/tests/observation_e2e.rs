@@ -339,7 +339,7 @@ async fn a_failing_workflow_raises_an_alert_that_comes_back_as_a_workflow() {
     };
 
     // 1. The orchestrator: the API and one worker, each with its own /metrics.
-    let mut app = TestApp::spawn_with(1, &[("ORCH_ALERTMANAGER_TOKEN", AM_TOKEN)]).await;
+    let mut app = TestApp::processes(1, &[("ORCH_ALERTMANAGER_TOKEN", AM_TOKEN)]).await;
     eprintln!("orchestrator up after {:?}", test_started.elapsed());
     let worker_metrics = app.worker_metrics_addr(0);
     let api_target = app
@@ -427,7 +427,7 @@ receivers:
         // Empty: no cluster (gossip) listener, so no peer settling and no port 9094.
         "--cluster.listen-address=".to_string(),
     ]);
-    let mut alertmanager = Proc::spawn("alertmanager", am_cmd);
+    let mut alertmanager = orchestration_e2e::spawn("alertmanager", am_cmd);
     let am_base = format!("http://127.0.0.1:{am_port}");
     wait_ready(&client, &mut alertmanager, &format!("{am_base}/-/ready")).await;
 
@@ -494,7 +494,7 @@ scrape_configs:
         // with the default 1m delay the next try is a minute later. Resend every second.
         "--rules.alert.resend-delay=1s".to_string(),
     ]);
-    let mut prometheus = Proc::spawn("prometheus", prom_cmd);
+    let mut prometheus = orchestration_e2e::spawn("prometheus", prom_cmd);
     let prom_base = format!("http://127.0.0.1:{prom_port}");
     wait_ready(&client, &mut prometheus, &format!("{prom_base}/-/ready")).await;
     let mut mon = Monitoring {

@@ -280,7 +280,11 @@ values = ["1"]
         generated >= 200,
         "schemathesis ran only {generated} test cases:\n{stdout}\n{stderr}"
     );
-    assert!(app.api.is_alive(), "the API survived:\n{}", app.dump_logs());
+    assert!(
+        app.api_is_alive().await,
+        "the API survived:\n{}",
+        app.dump_logs()
+    );
 }
 
 /// Each of these answered 500 (or dropped the connection) before the fixes in api.

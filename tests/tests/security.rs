@@ -283,15 +283,16 @@ async fn tokens_are_listed_without_secrets_and_revoked_at_once() {
 #[tokio::test]
 async fn without_a_configured_token_the_first_start_prints_one_and_later_starts_do_not() {
     // An empty ORCH_ADMIN_TOKEN counts as unset.
-    let mut app = TestApp::spawn_with(0, &[("ORCH_ADMIN_TOKEN", "")]).await;
+    let mut app = TestApp::processes(0, &[("ORCH_ADMIN_TOKEN", "")]).await;
     let line = app
+        .procs()
         .api
         .dump()
         .lines()
         .skip_while(|l| !l.contains("generated the admin token"))
         .nth(1)
         .map(|l| l.trim().to_string())
-        .unwrap_or_else(|| panic!("no generated token in:\n{}", app.api.dump()));
+        .unwrap_or_else(|| panic!("no generated token in:\n{}", app.dump_logs()));
     assert!(line.starts_with("orch_"), "{line}");
     let admin = client_with_token(&line);
     let resp = admin
@@ -300,9 +301,9 @@ async fn without_a_configured_token_the_first_start_prints_one_and_later_starts_
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    app.restart_api();
+    app.restart_api().await;
     assert!(
-        !app.api.dump().contains("generated the admin token"),
+        !app.procs().api.dump().contains("generated the admin token"),
         "a second start generates nothing"
     );
     let resp = admin
@@ -315,7 +316,7 @@ async fn without_a_configured_token_the_first_start_prints_one_and_later_starts_
 
 #[tokio::test]
 async fn auth_can_be_switched_off_only_explicitly_and_loudly() {
-    let app = TestApp::spawn_with(0, &[("ORCH_AUTH_DISABLED", "true")]).await;
+    let mut app = TestApp::processes(0, &[("ORCH_AUTH_DISABLED", "true")]).await;
     let resp = orchestration_e2e::reqwest::Client::new()
         .get(format!("{}/api/workflows", app.base))
         .send()
@@ -323,9 +324,12 @@ async fn auth_can_be_switched_off_only_explicitly_and_loudly() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     assert!(
-        app.api.dump().contains("AUTHENTICATION IS DISABLED"),
+        app.procs()
+            .api
+            .dump()
+            .contains("AUTHENTICATION IS DISABLED"),
         "{}",
-        app.api.dump()
+        app.procs().api.dump()
     );
 }
 
@@ -446,7 +450,7 @@ async fn an_agent_over_its_limits_fails_cleanly_and_the_worker_keeps_serving() {
         ("ok", "#!/bin/sh\ncat >/dev/null\necho '{\"ok\": true}'\n"),
     ]);
     let dir_s = dir.display().to_string();
-    let app = TestApp::spawn_with(
+    let mut app = TestApp::processes(
         1,
         &[
             ("ORCH_AGENTS_DIR", dir_s.as_str()),
@@ -482,7 +486,12 @@ async fn an_agent_over_its_limits_fails_cleanly_and_the_worker_keeps_serving() {
         run["status"], "COMPLETED",
         "the worker still serves: {run:#}"
     );
-    assert!(app.workers.iter().all(|w| !w.dump().contains("panicked")));
+    assert!(
+        app.procs()
+            .workers
+            .iter()
+            .all(|w| !w.dump().contains("panicked"))
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -113,6 +113,7 @@ impl Application {
         tracing::info!(metrics_addr = %metrics_addr, worker = %self.name, "worker metrics listening");
         let sampler = sampler::spawn(None, Duration::from_secs(5));
         let services = Services::start(
+            &self.name,
             &self.engine,
             self.nats,
             &self.settings.nats,
@@ -134,7 +135,9 @@ pub struct Services {
 }
 
 impl Services {
+    /// Starts them for process `name` (unique: deliverers are told apart by it).
     pub fn start(
+        name: &str,
         engine: &Engine,
         nats: Option<async_nats::Client>,
         nats_settings: &NatsSettings,
@@ -148,7 +151,19 @@ impl Services {
             let nats_settings = nats_settings.clone();
             let outbox_settings = outbox_settings.clone();
             let stop = stop.clone();
-            async move { deliver::run(pool, outbox, nats, &nats_settings, outbox_settings, stop).await }
+            let name = name.to_string();
+            async move {
+                deliver::run(
+                    pool,
+                    outbox,
+                    nats,
+                    &nats_settings,
+                    outbox_settings,
+                    &name,
+                    stop,
+                )
+                .await
+            }
         });
         Services {
             stop,

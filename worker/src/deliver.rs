@@ -46,15 +46,16 @@ struct Deliverer {
     settings: OutboxSettings,
 }
 
-/// Runs the deliverers of this process until `stop` fires; they start once anything is to be
-/// delivered. `pool` should be the outbox's own (a listener holds one of its connections per
-/// queue).
+/// Runs the deliverers of this process (named `process`, unique) until `stop` fires; they
+/// start once anything is to be delivered. `pool` should be the outbox's own (a listener holds
+/// one of its connections per queue).
 pub async fn run(
     pool: PgPool,
     outbox: Outbox,
     nats: Option<async_nats::Client>,
     nats_settings: &NatsSettings,
     settings: OutboxSettings,
+    process: &str,
     stop: CancellationToken,
 ) {
     let mut needed = outbox.needed();
@@ -70,7 +71,9 @@ pub async fn run(
         settings,
     });
     tracing::info!("outbox deliverers started");
-    let instance = uuid::Uuid::now_v7().simple().to_string();
+    // apalis keys a deliverer's liveness by its name: unique per process and per restart, and
+    // naming the process, so one can tell whose deliveries a job waits on.
+    let instance = process.to_string();
     let events = {
         let (pool, d, stop, instance) = (
             pool.clone(),
