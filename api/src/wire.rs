@@ -737,15 +737,14 @@ pub enum AlertStateDoc {
 pub struct CapabilityDoc {
     name: String,
     description: Option<String>,
-    #[schema(value_type = Object)]
     input_schema: Option<Value>,
-    #[schema(value_type = Object)]
     output_schema: Option<Value>,
 }
 
 /// How often and how patiently a failed attempt is tried again.
-#[derive(ToSchema)]
-#[schema(as = RetryPolicy, rename_all = "camelCase")]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = RetryPolicy)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct RetryPolicyDoc {
     #[schema(minimum = 1, maximum = 100, default = 3, required = false)]
@@ -772,14 +771,15 @@ pub enum TriggerDoc {
 }
 
 /// One node of a workflow as the user writes it.
-#[derive(ToSchema)]
-#[schema(as = NodeSpec, rename_all = "camelCase")]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = NodeSpec)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct NodeSpecDoc {
     id: String,
     agent_id: String,
     action: String,
-    #[schema(value_type = Object, required = false)]
+    #[schema(required = false)]
     inputs_json: Value,
     #[schema(required = false)]
     depends_on: Vec<String>,
@@ -789,8 +789,9 @@ pub struct NodeSpecDoc {
     approval: Option<ApprovalSpecDoc>,
 }
 
-#[derive(ToSchema)]
-#[schema(as = ApprovalSpec, rename_all = "camelCase")]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = ApprovalSpec)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct ApprovalSpecDoc {
     #[schema(required = false)]
@@ -809,9 +810,7 @@ pub struct AlertDoc {
     fingerprint: String,
     status: String,
     alertname: String,
-    #[schema(value_type = Object)]
     labels: Value,
-    #[schema(value_type = Object)]
     annotations: Value,
     starts_at: DateTime<Utc>,
     ends_at: Option<DateTime<Utc>>,

@@ -186,11 +186,13 @@ impl Outbox {
                 .connect_lazy_with(pool.connect_options().as_ref().clone());
             let mut listener: Option<PgListener> = None;
             loop {
-                if let Err(e) = outbox.refresh(&pool).await {
-                    tracing::debug!(error = %e, "could not read the webhook subscriptions; trying again");
-                }
+                // Listen first, then read: a change committed in between is both read and
+                // heard, never missed.
                 if listener.is_none() {
                     listener = listen(&listen_pool).await;
+                }
+                if let Err(e) = outbox.refresh(&pool).await {
+                    tracing::debug!(error = %e, "could not read the webhook subscriptions; trying again");
                 }
                 let wait = async {
                     match listener.as_mut() {

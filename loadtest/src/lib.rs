@@ -3,6 +3,14 @@
 //! percentiles from the server's own timestamps, verifies that every run COMPLETED with every
 //! node completed exactly once, and writes a JSON report, a Markdown summary and an SVG chart.
 //! Exit status: 0 when the checks pass, 1 when they fail, 2 when the harness could not run.
+//!
+//! ## Layout
+//! - [`deployment`]: deployments the harness starts itself (real processes, or in this
+//!   process), which the end-to-end tests use too.
+//! - [`scenario`]: the workflows each scenario registers; [`drive`]: triggering them at the
+//!   asked concurrency and waiting for the runs; [`client`]: the REST calls.
+//! - [`analysis`]: throughput, latency percentiles and the exactly-once checks from the
+//!   server's own timestamps; [`report`]: JSON, Markdown and SVG.
 
 pub mod analysis;
 pub mod client;

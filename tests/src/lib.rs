@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 pub mod monitoring;
 pub mod nats;
 pub mod pg;
+pub mod receiver;
 
 pub use orchestration_loadtest::deployment::Proc;
 pub use reqwest;

@@ -75,7 +75,7 @@ struct Seeded {
 }
 
 /// An agent, a plain and an approval-gated workflow, runs in three states (pending, cancelled,
-/// waiting for approval) with a pending approval, and an alert.
+/// waiting for approval) with a pending approval, an alert and a webhook subscription.
 async fn seed(app: &TestApp) -> Seeded {
     let agent = created(
         app,
@@ -132,8 +132,15 @@ async fn seed(app: &TestApp) -> Seeded {
     )
     .unwrap();
     created(app, "/api/webhooks/alertmanager", sample).await;
+    let subscription = created(
+        app,
+        "/api/subscriptions",
+        json!({"url": "https://93.184.216.34/hook", "events": ["run.failed"]}),
+    )
+    .await;
+    let subscription_id = subscription["id"].as_str().unwrap().to_string();
     Seeded {
-        ids: vec![agent_id, plain_id, gated_id, approval],
+        ids: vec![agent_id, plain_id, gated_id, approval, subscription_id],
         run_ids: vec![pending, cancelled, waiting],
     }
 }
