@@ -152,7 +152,7 @@ async fn nats_away_for_ten_seconds_loses_no_event_and_duplicates_none() {
     app.wait_for_run(&before, Duration::from_secs(30)).await;
     wait_for_stream(
         &nats,
-        &[before.clone()],
+        std::slice::from_ref(&before),
         EVENTS_PER_CHAIN_RUN,
         Duration::from_secs(30),
     )
