@@ -1,9 +1,10 @@
 //! Saving a workflow, as `POST /api/workflows` does it short of the database: the raw body
-//! through serde into `WorkflowInput`, the name and trigger checks, `Dag::parse` against the
+//! through serde into the shape the API's `wire::WorkflowInput` reads (the fields below, in
+//! the core library's stored form), the name and trigger checks, `Dag::parse` against the
 //! project's agents, and, for a DAG that is accepted, the `RunPlan` a trigger freezes from it
 //! and the parse again of its stored nodes that every trigger does.
 //!
-//! The agents stand for what `store::agents::agent_resolve_many` returns for a project: each
+//! The agents stand for what `store::agents::resolve_many` returns for a project: each
 //! under its name and under its id. Seeds use their names, so the fuzzer starts from DAGs that
 //! pass the agent checks and reaches the template and ancestor checks behind them.
 
@@ -16,9 +17,24 @@ use libfuzzer_sys::fuzz_target;
 use orchestration_core::dag::Dag;
 use orchestration_core::definitions::validate_trigger;
 use orchestration_core::domain::{
-    Agent, AgentType, Capability, NodeSpec, RetryPolicy, RiskLevel, WorkflowInput, limits,
-    validate_name,
+    Agent, AgentType, Capability, NodeSpec, RetryPolicy, RiskLevel, Trigger, WorkflowStatus,
+    limits, validate_name,
 };
+
+/// A workflow body as the API reads it.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[allow(dead_code)]
+struct WorkflowInput {
+    name: String,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    trigger: Trigger,
+    #[serde(default)]
+    status: WorkflowStatus,
+    nodes: Vec<NodeSpec>,
+}
 
 fn agent(
     name: &str,

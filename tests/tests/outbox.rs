@@ -598,25 +598,20 @@ async fn subscriptions_are_checked_listed_scoped_and_deleted() {
         &app.create_token(project["id"].as_str().unwrap(), "admin", "other-admin")
             .await,
     );
-    let resp = other
-        .get(format!("{}/api/subscriptions/{id}", app.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
-    let resp = other
-        .delete(format!("{}/api/subscriptions/{id}", app.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
-    let resp = other
+    let path = format!("{}/api/subscriptions/{id}", app.base);
+    for request in [other.get(&path), other.delete(&path)] {
+        let resp = request.send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    }
+    let listed: Value = other
         .get(format!("{}/api/subscriptions", app.base))
         .send()
         .await
+        .unwrap()
+        .json()
+        .await
         .unwrap();
-    let body: Value = resp.json().await.unwrap();
-    assert_eq!(body["items"], json!([]));
+    assert_eq!(listed["items"], json!([]));
     // A viewer reads them, but may not add one.
     let viewer = client_with_token(&app.create_token("1", "viewer", "viewer").await);
     let resp = viewer
